@@ -14,12 +14,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from ..format import parse, tree_stats
+from ..format import parse, tags, tree_stats
+from ..format.machine import Event, State, TagError, TagMachine
 from ..view.tokens import TagVocab
 from .params import FinishReason, Generation, GenerationStats, SamplingParams
-
-# Lane states (the format's grammar, as far as decoding needs it).
-FREE, GUIDELINE, PLAN, TAKEAWAY = "free", "guideline", "plan", "takeaway"
 
 
 @dataclass
@@ -33,8 +31,8 @@ class Lane:
     request: Request
     path: tuple[tuple[int, int], ...]  # (block uid, branch index) per nesting depth
     pos: int  # position of the next token to feed
-    state: str = FREE
     parent: Lane | None = None
+    machine: TagMachine = field(default_factory=TagMachine)  # where the lane stands in the format
     budget: int | None = None  # branch lanes: max tokens, header and </step> included
     out: list[Token | list[Lane]] = field(default_factory=list)  # own tokens, and children at a fork
     own: list[int] = field(default_factory=list)  # own token ids (for logits processors)
@@ -186,7 +184,15 @@ class Request:
         self.widths.append(lane.plans)
         lane.children = []
         for i, header in enumerate(headers, 1):
-            child = Lane(request=self, path=(*lane.path, (uid, i)), pos=lane.pos, parent=lane, budget=lane.child_budget)
+            child = Lane(
+                request=self,
+                path=(*lane.path, (uid, i)),
+                pos=lane.pos,
+                parent=lane,
+                budget=lane.child_budget,
+                machine=TagMachine(State.BODY),
+            )
+            child.machine.step(tags.STEP_OPEN)  # the header's inserted <step> opens the branch
             child.forced.extend(header[1:])
             child.push(header[0], None)
             lane.children.append(child)
@@ -203,8 +209,7 @@ class Request:
         lane.length += max(c.length for c in lane.children)
         lane.forced.extend(header[1:])
         lane.push(header[0], None)
-        lane.state = TAKEAWAY
-        lane.plans = 0
+        lane.machine.step(tags.TAKEAWAY_OPEN)  # the join header's inserted <takeaway>
 
     # --- choosing -----------------------------------------------------------------------------
     def enforce_budget(self, lane: Lane) -> bool:
@@ -219,10 +224,11 @@ class Request:
         if self.total + self.approved >= self.params.total_budget:
             self.finish("length", "max_total_tokens reached")
         elif lane.is_branch and lane.budget is not None and lane.length + 2 > lane.budget:
-            if lane.state != FREE:
-                self.finish("length", f"branch budget spent inside <{lane.state}>")
+            if lane.machine.state != State.STEP:
+                self.finish("length", f"branch budget spent inside <{lane.machine.state}>")
             else:
                 lane.push(self.vocab.step_close, None)
+                lane.machine.step(tags.STEP_CLOSE)
                 lane.after_feed = "close"
         elif self.critical_used(lane) > self.params.max_new_tokens:
             self.finish("length", "max_new_tokens reached")
@@ -235,31 +241,28 @@ class Request:
         """Record a sampled token and apply the format's state machine to it."""
         self.approved = max(0, self.approved - 1)
         lane.push(token_id, logprob)
+        state = lane.machine.state
         if token_id in self.stop_ids:
-            if lane.is_branch or lane.state != FREE:
-                self.finish("malformed", f"end of sequence inside <{'step' if lane.is_branch else lane.state}>")
+            if state != State.TRUNK:
+                self.finish("malformed", f"end of sequence inside <{state}>")
             else:
                 self.finish("stop")
             return
         if not self.params.parallel or token_id not in self.vocab.tag_ids:
             return
-        v, state = self.vocab, lane.state
-        if state == FREE and token_id == v.guideline_open:
-            lane.state, lane.plans = GUIDELINE, 0
-        elif state == GUIDELINE and token_id == v.plan_open:
-            lane.state, lane.plans = PLAN, lane.plans + 1
-        elif state == PLAN and token_id == v.plan_close:
-            lane.state = GUIDELINE
-        elif state == GUIDELINE and token_id == v.guideline_close:
+        try:
+            event = lane.machine.step(self.vocab.tag_of[token_id])
+        except TagError as error:
+            self.finish("malformed", str(error))
+            return
+        if event == Event.OPEN_BLOCK:
+            lane.plans = 0
+        elif event == Event.OPEN_PLAN:
+            lane.plans += 1
+        elif event == Event.FORK:
             self._check_fork(lane)
-        elif state == FREE and lane.is_branch and token_id == v.step_close:
+        elif event == Event.CLOSE_STEP:
             lane.after_feed = "close"
-        elif state == TAKEAWAY and token_id == v.takeaway_close:
-            lane.state = FREE
-        else:
-            name = v.tokenizer.convert_ids_to_tokens(token_id)
-            where = "a step" if state == FREE and lane.is_branch else ("the trunk" if state == FREE else f"<{state}>")
-            self.finish("malformed", f"unexpected {name} in {where}")
 
     def _check_fork(self, lane: Lane) -> None:
         params, vocab = self.params, self.vocab

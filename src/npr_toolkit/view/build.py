@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 
+from ..format.machine import Event, State, TagError, TagMachine
 from . import masks
 from .tokens import TagVocab, tag_vocab
 
@@ -61,21 +62,23 @@ class TreeView:
 
 
 @dataclass
-class _Frame:
-    kind: Literal["guideline", "block", "takeaway"]
-    opened_at: int
-    depth: int
+class _Block:
+    """Bookkeeping of one open block while scanning (its states live in the tag machine)."""
+
+    opened_at: int  # index of its <guideline>
+    depth: int  # 1 for a block in the trunk
     uid: int = -1
+    plans: int = 0
     gpos: int = 0  # position of </guideline>
     max_end: int = 0  # canonical: max last position of a branch; compat: m
     branches: int = 0
-    in_step: bool = False
     step_at: int = -1  # index of the open <step>
     branch_begin: int = 0  # canonical: first token of the next branch (just after </guideline> or </step>)
 
 
 class _Scan:
-    """One pass over the tag events, producing position runs, branch intervals and header spans."""
+    """One pass over the tags, stepping the format's tag machine; records position runs, branch
+    intervals and the spans of the headers the engine inserts."""
 
     def __init__(self, ids: list[int], vocab: TagVocab, start: int, mode: Mode):
         self.ids, self.vocab, self.start, self.mode = ids, vocab, start, mode
@@ -83,7 +86,8 @@ class _Scan:
         self.branches: list[tuple[int, int, int, int, int]] = []  # (depth, uid, index, first, last)
         self.inserted: list[tuple[int, int]] = []  # [first, last] spans of engine headers
         self.widths: list[int] = []
-        self.stack: list[_Frame] = []
+        self.machine = TagMachine()
+        self.blocks: list[_Block] = []
         self.uids = 0
 
     def pos(self, t: int) -> int:
@@ -94,107 +98,94 @@ class _Scan:
         name = self.vocab.tokenizer.convert_ids_to_tokens(self.ids[t]) if t < len(self.ids) else "end"
         return ViewError(f"token {t} ({name!r}): {message}")
 
-    def top(self, t: int, *kinds: str) -> _Frame:
-        if not self.stack or self.stack[-1].kind not in kinds:
-            where = self.stack[-1].kind if self.stack else "trunk"
-            raise self.fail(t, f"tag not allowed here (inside {where})")
-        return self.stack[-1]
-
     def blank_between(self, first: int, last: int) -> None:
         for j in range(first, last):
             if not self.vocab.is_blank(self.ids[j]):
                 raise self.fail(j, "only whitespace may stand between </guideline>, steps and <takeaway>")
 
-    def depth(self) -> int:
-        return sum(1 for f in self.stack if f.kind == "block")
-
     def run(self) -> None:
-        v = self.vocab
-        handlers = {
-            v.guideline_open: self.guideline_open,
-            v.guideline_close: self.guideline_close,
-            v.plan_open: self.plan,
-            v.plan_close: self.plan,
-            v.step_open: self.step_open,
-            v.step_close: self.step_close,
-            v.takeaway_open: self.takeaway_open,
-            v.takeaway_close: self.takeaway_close,
+        actions = {
+            Event.OPEN_BLOCK: self.open_block,
+            Event.OPEN_PLAN: self.open_plan,
+            Event.FORK: self.fork,
+            Event.OPEN_STEP: self.open_step,
+            Event.CLOSE_STEP: self.close_step,
+            Event.JOIN: self.join,
+            Event.CLOSE_BLOCK: self.close_block,
         }
-        ids = self.ids
-        for t in range(self.start, len(ids)):
-            handler = handlers.get(ids[t])
-            if handler is not None:
-                handler(t)
-        if self.stack:
-            frame = self.stack[-1]
-            if frame.kind == "block" and frame.in_step:
-                raise self.fail(frame.step_at, "<step> opened here is never closed")
-            if frame.kind == "block":
-                raise self.fail(frame.opened_at, "the block opened by <guideline> here never reaches <takeaway>")
-            raise self.fail(frame.opened_at, f"<{frame.kind}> opened here is never closed")
+        tag_of = self.vocab.tag_of
+        for t in range(self.start, len(self.ids)):
+            tag = tag_of.get(self.ids[t])
+            if tag is None:
+                continue
+            try:
+                event = self.machine.step(tag)
+            except TagError as error:
+                raise self.fail(t, str(error)) from None
+            action = actions.get(event)
+            if action is not None:
+                action(t)
+        if self.blocks:
+            block, state = self.blocks[-1], self.machine.state
+            if state == State.STEP:
+                raise self.fail(block.step_at, "<step> opened here is never closed")
+            if state == State.BODY:
+                raise self.fail(block.opened_at, "the block opened by <guideline> here never reaches <takeaway>")
+            raise self.fail(block.opened_at, f"<{state.value}> of the block opened here is never closed")
 
-    def guideline_open(self, t: int) -> None:
-        if self.stack and not (self.stack[-1].kind == "block" and self.stack[-1].in_step):
-            raise self.fail(t, "<guideline> may only open in the trunk or inside a step")
-        if self.mode == "npr-compat" and self.stack:
+    def open_block(self, t: int) -> None:
+        if self.mode == "npr-compat" and self.blocks:
             raise self.fail(t, "nested <guideline> inside an open block (npr-compat has no nesting)")
-        self.stack.append(_Frame(kind="guideline", opened_at=t, depth=self.depth() + 1))
+        self.blocks.append(_Block(opened_at=t, depth=self.machine.depth))
 
-    def plan(self, t: int) -> None:
-        self.top(t, "guideline").branches += 1 if self.ids[t] == self.vocab.plan_open else 0
+    def open_plan(self, t: int) -> None:
+        self.blocks[-1].plans += 1
 
-    def guideline_close(self, t: int) -> None:
-        frame = self.top(t, "guideline")
-        self.widths.append(frame.branches)
-        frame.kind, frame.uid, frame.gpos = "block", self.uids, self.pos(t)
-        frame.branches, frame.branch_begin, frame.max_end = 0, t + 1, 0 if self.mode == "npr-compat" else -1
+    def fork(self, t: int) -> None:
+        block = self.blocks[-1]
+        self.widths.append(block.plans)
+        block.uid, block.gpos, block.branch_begin = self.uids, self.pos(t), t + 1
+        block.max_end = 0 if self.mode == "npr-compat" else -1
         self.uids += 1
 
-    def step_open(self, t: int) -> None:
-        frame = self.top(t, "block")
-        if frame.in_step:
-            raise self.fail(t, "<step> inside an open <step>")
-        frame.in_step, frame.step_at = True, t
-        frame.branches += 1
+    def open_step(self, t: int) -> None:
+        block = self.blocks[-1]
+        block.step_at = t
+        block.branches += 1
         if self.mode == "npr-compat":
-            frame.branch_begin = t
-            self.runs.append((t, frame.gpos + 1))
+            block.branch_begin = t
+            self.runs.append((t, block.gpos + 1))
             return
-        self.blank_between(frame.branch_begin, t)
-        self.runs.append((frame.branch_begin, frame.gpos + 1))
+        self.blank_between(block.branch_begin, t)
+        self.runs.append((block.branch_begin, block.gpos + 1))
         header_end = t
-        number = self.vocab.step_number_ids(frame.branches)
+        number = self.vocab.step_number_ids(block.branches)
         if tuple(self.ids[t + 1 : t + 1 + len(number)]) == number:
             header_end += len(number)
-        self.inserted.append((frame.branch_begin, header_end))
+        self.inserted.append((block.branch_begin, header_end))
 
-    def step_close(self, t: int) -> None:
-        frame = self.top(t, "block")
-        if not frame.in_step:
-            raise self.fail(t, "</step> without an open <step>")
-        frame.in_step = False
-        self.branches.append((frame.depth - 1, frame.uid, frame.branches, frame.branch_begin, t))
+    def close_step(self, t: int) -> None:
+        block = self.blocks[-1]
+        self.branches.append((block.depth - 1, block.uid, block.branches, block.branch_begin, t))
         if self.mode == "npr-compat":
-            frame.max_end = max(frame.max_end, self.pos(t) - frame.gpos)
+            block.max_end = max(block.max_end, self.pos(t) - block.gpos)
         else:
-            frame.max_end = max(frame.max_end, self.pos(t))
-            frame.branch_begin = t + 1
+            block.max_end = max(block.max_end, self.pos(t))
+            block.branch_begin = t + 1
 
-    def takeaway_open(self, t: int) -> None:
-        frame = self.top(t, "block")
-        if frame.in_step or frame.branches == 0:
+    def join(self, t: int) -> None:
+        block = self.blocks[-1]
+        if block.branches == 0:
             raise self.fail(t, "<takeaway> must follow the block's closed steps")
         if self.mode == "npr-compat":
-            self.runs.append((t, frame.gpos + frame.max_end + 1))
+            self.runs.append((t, block.gpos + block.max_end + 1))
         else:
-            self.blank_between(frame.branch_begin, t)
-            self.runs.append((frame.branch_begin, frame.max_end + 1))
-            self.inserted.append((frame.branch_begin, t))
-        frame.kind = "takeaway"
+            self.blank_between(block.branch_begin, t)
+            self.runs.append((block.branch_begin, block.max_end + 1))
+            self.inserted.append((block.branch_begin, t))
 
-    def takeaway_close(self, t: int) -> None:
-        self.top(t, "takeaway")
-        self.stack.pop()
+    def close_block(self, t: int) -> None:
+        self.blocks.pop()
 
 
 def _default_start(ids: list[int], vocab: TagVocab) -> int:

@@ -30,6 +30,7 @@ class TagVocab:
         self.takeaway_open = self.ids[tags.TAKEAWAY_OPEN]
         self.takeaway_close = self.ids[tags.TAKEAWAY_CLOSE]
         self.tag_ids = frozenset(self.ids.values())
+        self.tag_of = {token_id: tag for tag, token_id in self.ids.items()}
         self.im_end = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() else None
         self._blank: dict[int, bool] = {}
         self._numbers: dict[int, tuple[int, ...]] = {}
