@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from npr_toolkit.engine import Generation, SamplingParams, TorchEngine, load_engine
-from npr_toolkit.engine.server import make_server
 from npr_toolkit.engine.sglang_engine import SGLangEngine, SGLangError
 from npr_toolkit.format import parse
 from npr_toolkit.format.tags import JOIN_HEADER, STEP_CLOSE, branch_header
+from npr_toolkit.serve import ServeConfig, Server
 from npr_toolkit.toy import build_model
 from npr_toolkit.view import build_view, collate, tag_vocab
 
@@ -84,13 +84,8 @@ def model_dir(tmp_path_factory, model, toy_tokenizer) -> str:
 
 @pytest.fixture(scope="module")
 def server(model, toy_tokenizer) -> Iterator[str]:
-    server = make_server(TorchEngine(model, toy_tokenizer), "127.0.0.1", 0, max_queue=64)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server.url
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
+    with Server(TorchEngine(model, toy_tokenizer), ServeConfig(port=0, max_queue=64)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -267,17 +262,10 @@ def test_load_engine_selects_the_sglang_backend(model_dir, server, prompts) -> N
 
 
 def test_a_full_server_queue_is_retried(model, toy_tokenizer, model_dir, prompts) -> None:
-    server = make_server(TorchEngine(model, toy_tokenizer), "127.0.0.1", 0, max_queue=1)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        gens = SGLangEngine(model_dir, server_url=server.url).generate(
+    with Server(TorchEngine(model, toy_tokenizer), ServeConfig(port=0, max_queue=1)) as url:
+        gens = SGLangEngine(model_dir, server_url=url).generate(
             prompts[:2], SamplingParams(max_new_tokens=60, seed=6)
         )  # two samples, one server slot: one of them meets a 503 first
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
     assert all(g.finish_reason in ("stop", "length") and g.completion_ids for g in gens)
 
 
