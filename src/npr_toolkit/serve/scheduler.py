@@ -86,6 +86,7 @@ class Scheduler:
         self.max_queue = max_queue
         self.stopping = threading.Event()
         self.inflight = 0  # accepted, not yet released by the route
+        self.decoding = 0  # outputs of the running batch still decoding (as of its last step)
         self._lock = threading.Lock()
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._running: list[Job] = []
@@ -178,6 +179,10 @@ class Scheduler:
         prompts = [p for job in group for p in job.prompts]
         seeds = [s for job in group for s in job.seeds]
         results = self.engine.generate(prompts, params, seeds=seeds, on_step=self._hook(slots))
+        self.decoding = 0
+        aborted = sum(gen.finish_reason == "abort" for gen in results)
+        if aborted:
+            log.info("stopped %d of %d output(s) early: their client went away", aborted, len(results))
         offset = 0
         for job in group:
             job.results = results[offset : offset + job.choices]
@@ -188,8 +193,7 @@ class Scheduler:
                 if job.stream:
                     job.notify("progress")
 
-    @staticmethod
-    def _hook(slots: list[_Slot]) -> Callable[[list[Request]], None]:
+    def _hook(self, slots: list[_Slot]) -> Callable[[list[Request]], None]:
         """The per-step hook: abort the requests of jobs whose client left; follow the texts."""
 
         def on_step(requests: list[Request]) -> None:
@@ -211,5 +215,6 @@ class Scheduler:
                     request.finish("stop", f"stop string {text.stopped!r}")
             for slot in {id(s.job): s for s in slots if id(s.job) in touched}.values():
                 slot.job.notify("progress")
+            self.decoding = sum(not request.finished for request in requests)
 
         return on_step

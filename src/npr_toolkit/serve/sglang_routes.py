@@ -206,6 +206,13 @@ def health(request: Request) -> Response:
     return Response(status_code=503 if service.scheduler.stopping.is_set() else 200)
 
 
+@router.get("/get_load")
+def load(request: Request) -> dict[str, int]:
+    """How busy the server is: requests accepted and not answered, outputs decoding in the running batch."""
+    scheduler = request.app.state.service.scheduler
+    return {"inflight": scheduler.inflight, "decoding": scheduler.decoding}
+
+
 @router.get("/get_model_info")
 @router.get("/model_info")
 def model_info(request: Request) -> dict[str, Any]:
