@@ -61,7 +61,10 @@ def create_app(engine, config: ServeConfig) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        return _shaped(request, error.status_code, str(error.detail))
+        answer = _shaped(request, error.status_code, str(error.detail))
+        if error.status_code in (408, 413):  # the rest of the body is not wanted: free the connection now
+            answer.headers["Connection"] = "close"
+        return answer
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
