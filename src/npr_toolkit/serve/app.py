@@ -21,7 +21,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -44,7 +44,7 @@ def create_app(engine, config: ServeConfig) -> FastAPI:
     service = Service(engine, config)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> Iterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         service.scheduler.close()
 

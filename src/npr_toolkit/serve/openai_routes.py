@@ -70,7 +70,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     service: Service = request.app.state.service
     try:
         prompts = [service.encode(p, "prompt") if isinstance(p, str) else _checked(service, p) for p in body.prompts]
-        job = _job(service, body, prompts, body.max_tokens, body.logprobs is not None)
+        job = _job(service, body, prompts, body.max_tokens)
     except InputError as error:
         return _error(error)
     return await _answer(service, job, body, request, _completion_chunk, _completion)
@@ -82,7 +82,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text} for m in body.messages]
     try:
         text = service.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        job = _job(service, body, [service.encode(text, "messages")], body.budget, body.logprobs)
+        job = _job(service, body, [service.encode(text, "messages")], body.budget)
     except InputError as error:
         return _error(error)
     return await _answer(service, job, body, request, _chat_chunk, _chat)
@@ -93,9 +93,7 @@ def _checked(service: Service, ids: list[int]) -> list[int]:
     return ids
 
 
-def _job(
-    service: Service, body: OpenAISampling, prompts: list[list[int]], max_tokens: int | None, logprobs: bool
-) -> Job:
+def _job(service: Service, body: OpenAISampling, prompts: list[list[int]], max_tokens: int | None) -> Job:
     """Check what the ids cannot tell (refusals, counts, budgets) and build the engine job."""
     refused = body.refused()
     if refused:

@@ -31,8 +31,6 @@ from .text import ChoiceText
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_GRACE_S = 30.0
-
 
 @dataclass
 class Job:
@@ -79,11 +77,12 @@ class _Slot:
 class Scheduler:
     """The worker thread and its bounded queue (see the module doc)."""
 
-    def __init__(self, engine, max_queue: int):
+    def __init__(self, engine, max_queue: int, grace_s: float = 30.0):
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
         self.engine = engine
         self.max_queue = max_queue
+        self.grace_s = grace_s
         self.stopping = threading.Event()
         self.inflight = 0  # accepted, not yet released by the route
         self.decoding = 0  # outputs of the running batch still decoding (as of its last step)
@@ -120,11 +119,11 @@ class Scheduler:
     def close(self) -> None:
         """Shut down and wait for the worker; jobs still running are aborted after the grace period."""
         self.begin_shutdown()
-        self._worker.join(SHUTDOWN_GRACE_S)
+        self._worker.join(self.grace_s)
         if self._worker.is_alive():
             for job in list(self._running):
                 job.cancelled = True
-            self._worker.join(SHUTDOWN_GRACE_S)
+            self._worker.join(self.grace_s)
 
     # --- the worker ---------------------------------------------------------------------------------
     def _work(self) -> None:

@@ -41,7 +41,7 @@ class Service:
         longest = (self.context_length - 1) if self.context_length else None
         self.max_prompt_tokens = min(x for x in (config.max_prompt_tokens, longest, 2**31) if x is not None)
         self.max_token_chars = max(len(token) for token in self.tokenizer.get_vocab())
-        self.scheduler = Scheduler(engine, config.max_queue)
+        self.scheduler = Scheduler(engine, config.max_queue, config.shutdown_grace_s)
         self.created = int(time.time())
 
     # --- checks (before any work) -------------------------------------------------------------------
