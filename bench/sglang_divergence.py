@@ -35,7 +35,6 @@ import platform
 import random
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,9 +42,9 @@ from typing import Any
 import torch
 
 from npr_toolkit.engine import Generation, SamplingParams, TorchEngine
-from npr_toolkit.engine.server import make_server
 from npr_toolkit.engine.sglang_engine import SGLangEngine
 from npr_toolkit.format import extract_boxed, validate
+from npr_toolkit.serve import ServeConfig, Server
 from npr_toolkit.toy import build_model, build_tokenizer
 from npr_toolkit.toy.task import PROMPT_TEMPLATE, make_problems, reference_trajectory
 from npr_toolkit.view import ViewError, build_view, collate, tag_vocab, tokenize_completion
@@ -218,20 +217,13 @@ def main() -> None:
         params = SamplingParams(
             max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed, n=args.samples
         )
-        server = make_server(engine, "127.0.0.1", 0, max_queue=4096)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        try:
+        with Server(engine, ServeConfig(port=0, max_queue=4096, max_outputs=4096)) as url:
             started = time.perf_counter()
             exact_gens = engine.generate(prompts, params)
             exact_time = time.perf_counter() - started
             started = time.perf_counter()
-            sglang_gens = SGLangEngine(model_dir, server_url=server.url).generate(prompts, params)
+            sglang_gens = SGLangEngine(model_dir, server_url=url).generate(prompts, params)
             sglang_time = time.perf_counter() - started
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(10)
 
         rows = {
             "torch (exact)": (measure(model, tokenizer, exact_gens, False), quality(exact_gens, answers), exact_time),

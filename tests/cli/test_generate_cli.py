@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import urllib.request
 from pathlib import Path
 
@@ -99,20 +98,13 @@ def test_bad_prompt_records_are_reported_with_their_line(model_dir, tmp_path: Pa
 
 def test_generate_with_the_sglang_engine_against_npr_serve(model_dir, toy_model, toy_tokenizer) -> None:
     from npr_toolkit.engine import TorchEngine
-    from npr_toolkit.engine.server import make_server
+    from npr_toolkit.serve import ServeConfig, Server
 
-    server = make_server(TorchEngine(toy_model, toy_tokenizer), "127.0.0.1", 0, max_queue=8)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with Server(TorchEngine(toy_model, toy_tokenizer), ServeConfig(port=0, max_queue=8)) as url:
         result = invoke(
-            "--model", model_dir, "--prompt", "hi", "--engine", "sglang", "--server", server.url,
+            "--model", model_dir, "--prompt", "hi", "--engine", "sglang", "--server", url,
             "--json", "--max-new-tokens", "10", "--seed", "1",
         )  # fmt: skip
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
     assert result.exit_code == 0, result.output
     (record,) = [json.loads(line) for line in result.stdout.splitlines()]
     assert record["completion_tokens"] > 0 and record["critical_path_tokens"] <= 10

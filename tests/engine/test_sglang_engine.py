@@ -1,17 +1,10 @@
 """The SGLang backend (engine/sglang_engine.py) against a real ``npr serve`` on 127.0.0.1.
 
-The server has no logits processor, so the model itself must write the format. ``format_model`` is a
-real tiny Qwen3 whose weights are set by hand: orthonormal token embeddings and an output head that
-reads them out as a bigram automaton of the format (``<guideline>`` -> ``<plan>`` -> ``p``... ->
-``</guideline>``; after a branch header ``s``... ``</step>``; after ``<takeaway>`` ``t``...
-``</takeaway>`` then EOS or another block), with random sizes at temperature 1. Its random attention
-and MLP layers still add context-dependent logits (a few tenths), so the re-prefill at a join
-really changes the log-probabilities, as it does with a trained model.
+The server has no logits processor, so the model itself must write the format: ``format_model.py``.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Iterator
 
@@ -19,54 +12,18 @@ import pytest
 import torch
 
 from npr_toolkit.engine import Generation, SamplingParams, TorchEngine, load_engine
-from npr_toolkit.engine.server import make_server
 from npr_toolkit.engine.sglang_engine import SGLangEngine, SGLangError
 from npr_toolkit.format import parse
 from npr_toolkit.format.tags import JOIN_HEADER, STEP_CLOSE, branch_header
-from npr_toolkit.toy import build_model
+from npr_toolkit.serve import ServeConfig, Server
 from npr_toolkit.view import build_view, collate, tag_vocab
+
+from .format_model import format_model
 
 TOL = 1e-4  # DESIGN §3: exact semantics, float32
 QUESTIONS = ("Compute: (1+2)+(3+4)", "x", "what is 3*4?")
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def format_model(tokenizer, seed: int = 0, scale: float = 10.0):
-    """A tiny Qwen3 whose output head is a bigram automaton of the NPR format (see the module doc)."""
-    model = build_model(tokenizer, seed=seed, tie_word_embeddings=False)
-    v = tag_vocab(tokenizer)
-    size, hidden = len(tokenizer), model.config.hidden_size
-    assert size <= hidden, "orthonormal embeddings need vocab <= hidden"
-
-    def ch(c: str) -> int:
-        return tokenizer.convert_tokens_to_ids(c)
-
-    follow = {
-        ch("\n"): {v.guideline_open: 1.0},  # the prompt ends with "assistant\n"
-        v.guideline_open: {v.plan_open: 1.0},
-        v.plan_open: {ch("p"): 1.0},
-        ch("p"): {ch("p"): 0.5, v.plan_close: 0.5},
-        v.plan_close: {v.plan_open: 0.5, v.guideline_close: 0.5},
-        ch(":"): {ch("s"): 1.0},  # a branch header ends with "{i}:"
-        ch("s"): {ch("s"): 0.75, v.step_close: 0.25},
-        v.takeaway_open: {ch("t"): 1.0},
-        ch("t"): {ch("t"): 0.5, v.takeaway_close: 0.5},
-        v.takeaway_close: {ch("a"): 1.0},
-        ch("a"): {ch("a"): 0.5, tokenizer.eos_token_id: 0.3, v.guideline_open: 0.2},
-    }
-    table = torch.full((size, size), -30.0)  # (V, V): row = current token, column = next token
-    table[:, tokenizer.eos_token_id] = 0.0
-    for token, nexts in follow.items():
-        table[token] = -30.0
-        for nxt, p in nexts.items():
-            table[token, nxt] = math.log(p)
-    generator = torch.Generator().manual_seed(seed)
-    basis = torch.linalg.qr(torch.randn(hidden, hidden, generator=generator))[0][:size]  # (V, H) orthonormal
-    with torch.no_grad():
-        model.get_input_embeddings().weight[:size] = basis * scale
-        model.get_output_embeddings().weight[:size] = table.T @ basis / math.sqrt(hidden)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +41,8 @@ def model_dir(tmp_path_factory, model, toy_tokenizer) -> str:
 
 @pytest.fixture(scope="module")
 def server(model, toy_tokenizer) -> Iterator[str]:
-    server = make_server(TorchEngine(model, toy_tokenizer), "127.0.0.1", 0, max_queue=64)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server.url
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
+    with Server(TorchEngine(model, toy_tokenizer), ServeConfig(port=0, max_queue=64)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -267,17 +219,10 @@ def test_load_engine_selects_the_sglang_backend(model_dir, server, prompts) -> N
 
 
 def test_a_full_server_queue_is_retried(model, toy_tokenizer, model_dir, prompts) -> None:
-    server = make_server(TorchEngine(model, toy_tokenizer), "127.0.0.1", 0, max_queue=1)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        gens = SGLangEngine(model_dir, server_url=server.url).generate(
+    with Server(TorchEngine(model, toy_tokenizer), ServeConfig(port=0, max_queue=1)) as url:
+        gens = SGLangEngine(model_dir, server_url=url).generate(
             prompts[:2], SamplingParams(max_new_tokens=60, seed=6)
         )  # two samples, one server slot: one of them meets a 503 first
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
     assert all(g.finish_reason in ("stop", "length") and g.completion_ids for g in gens)
 
 

@@ -1,4 +1,4 @@
-"""``npr generate`` and ``npr serve``: sample with the parallel engine; serve a model over SGLang's native API.
+"""``npr generate`` and ``npr serve``: sample with the parallel engine; serve a model (OpenAI and SGLang APIs).
 
 npr generate --model runs/sft --prompt "Compute: (1+2)+(3+4)" --n 2
 npr generate --model runs/sft --prompts problems.jsonl --json > samples.jsonl
@@ -165,16 +165,18 @@ def serve(
     max_queue: Annotated[int, typer.Option("--max-queue", help="Requests in flight before 503.", min=1)] = 64,
     device: Annotated[str | None, typer.Option("--device", help="torch device (default: cuda if available).")] = None,
 ) -> None:
-    """Serve MODEL over SGLang's native /generate API (sequential decoding) until SIGINT/SIGTERM."""
-    from npr_toolkit.engine.server import serve as run_server
+    """Serve MODEL: OpenAI-compatible /v1 (parallel decoding) and SGLang's /generate, until SIGINT/SIGTERM."""
+    from npr_toolkit.serve import ServeConfig
+    from npr_toolkit.serve import serve as run_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     def ready(url: str) -> None:
-        typer.echo(f"npr serve: {model} on {url} (POST /generate, GET /health); Ctrl-C stops")
+        typer.echo(f"npr serve: {model} on {url} (POST /v1/chat/completions, /v1/completions, /generate); Ctrl-C stops")
         sys.stdout.flush()
 
+    config = ServeConfig(host=host, port=port, max_queue=max_queue, model_name=model)
     try:
-        run_server(model, host=host, port=port, max_queue=max_queue, device=device, on_ready=ready)
+        run_server(model, config, device=device, on_ready=ready)
     except (OSError, ValueError) as error:
         fail(str(error))

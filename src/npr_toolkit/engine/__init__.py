@@ -1,7 +1,8 @@
 """Engines (DESIGN §4): one protocol, several backends.
 
 ``torch`` is the exact reference (KV fork/join semantics of the training view); ``sglang`` drives an
-SGLang server (or ``npr serve``) over its native ``/generate`` API and is approximate at joins.
+SGLang server (or ``npr serve``) over its native ``/generate`` API, ``openai`` any OpenAI-compatible
+server's ``/v1/completions`` (vLLM, ``npr serve``); both re-prefill at joins (DESIGN §3b).
 """
 
 from .params import FinishReason, Generation, GenerationStats, SamplingParams
@@ -11,7 +12,7 @@ __all__ = ["FinishReason", "Generation", "GenerationStats", "SamplingParams", "T
 
 
 def load_engine(model: str, *, backend: str = "torch", server_url: str | None = None, device: str | None = None):
-    """An engine for ``model`` (hub id or directory): ``torch`` in-process, or ``sglang`` over HTTP.
+    """An engine for ``model`` (hub id or directory): ``torch`` in-process, ``sglang`` or ``openai`` over HTTP.
 
     Start a real SGLang server with ``SGLANG_RETURN_ORIGINAL_LOGPROB=1`` when its log-probabilities
     feed training or evaluation: by default SGLang reports them at the sampling temperature, while
@@ -23,4 +24,10 @@ def load_engine(model: str, *, backend: str = "torch", server_url: str | None = 
         from .sglang_engine import SGLangEngine
 
         return SGLangEngine(model, server_url=server_url)
-    raise ValueError(f"unknown engine backend {backend!r}; choose torch or sglang")
+    if backend == "openai":
+        from .openai_engine import OpenAIEngine
+
+        if server_url is None:
+            raise ValueError("the openai backend needs --server URL (an OpenAI-compatible server's base URL)")
+        return OpenAIEngine(model, server_url=server_url)
+    raise ValueError(f"unknown engine backend {backend!r}; choose torch, sglang or openai")

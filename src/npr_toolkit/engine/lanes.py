@@ -119,6 +119,29 @@ class Request:
             visit(self.root)
         return found
 
+    def final_tokens(self) -> list[Token]:
+        """The longest prefix of the completion, in document order, that decoding can no longer change.
+
+        Document order is ``root.flat()``: a block's branches one after another. Branch 1 grows at the
+        end of this prefix while it decodes; branch 2's tokens join it only once branch 1 has closed,
+        and the takeaway once every branch has. A server streams this prefix (plans, then the steps,
+        then the takeaway); when the request is finished it is the whole completion.
+        """
+        if self.finished:
+            return self.root.flat()
+        tokens: list[Token] = []
+
+        def visit(lane: Lane) -> bool:  # True when ``lane`` is closed: what follows it is final too
+            for item in lane.out:
+                if isinstance(item, Token):
+                    tokens.append(item)
+                elif not all(visit(child) for child in item):
+                    return False
+            return lane.done
+
+        visit(self.root)
+        return tokens
+
     def generation(self, tokenizer) -> Generation:
         """The finished request as the engine protocol's ``Generation`` (flat order, EOS not in text)."""
         tokens = self.root.flat()

@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-FinishReason = Literal["stop", "length", "malformed"]
+# "abort": ended by the caller (``TorchEngine.generate``'s ``on_step``), e.g. a server whose client left.
+FinishReason = Literal["stop", "length", "malformed", "abort"]
 
 
 class SamplingParams(BaseModel):

@@ -25,6 +25,8 @@ from .params import Generation, SamplingParams
 
 # (histories of the lanes being sampled, their logits (Q, V)) -> logits used for sampling only.
 LogitsProcessor = Callable[[list[list[int]], torch.Tensor], torch.Tensor]
+# Called after every decoding step with the live requests of the batch (see ``TorchEngine.generate``).
+StepHook = Callable[[list[Request]], None]
 
 
 def _filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
@@ -81,6 +83,7 @@ class TorchEngine:
         params: SamplingParams,
         logits_processor: LogitsProcessor | None = None,
         seeds: Sequence[int] | None = None,
+        on_step: StepHook | None = None,
     ) -> list[Generation]:
         """Sample ``params.n`` completions per prompt, grouped by prompt.
 
@@ -88,6 +91,10 @@ class TorchEngine:
         the recorded log-probabilities are always the model's own (temperature 1, unfiltered).
         ``seeds`` gives each prompt its own seed (instead of ``params.seed``), so a prompt's samples
         are the same whatever else shares the batch.
+        ``on_step`` sees the requests of the running batch after each step's tokens are chosen
+        (``Request.index`` is the output's index): a server streams ``request.final_tokens()`` from
+        it, and ends one request with ``request.finish("abort", ...)`` (a client that left) without
+        touching the others; a finished request leaves the batch before the next forward.
         """
         prompt_ids = [self._encode(p) for p in prompts]
         if seeds is not None and len(seeds) != len(prompt_ids):
@@ -100,7 +107,7 @@ class TorchEngine:
             for start in range(0, len(prompt_ids), per_chunk):
                 chunk = prompt_ids[start : start + per_chunk]
                 chunk_seeds = list(seeds[start : start + per_chunk]) if seeds is not None else None
-                results += self._run(chunk, params, start * params.n, logits_processor, chunk_seeds)
+                results += self._run(chunk, params, start * params.n, logits_processor, chunk_seeds, on_step)
         finally:
             self.model.train(training)
         return results
@@ -119,6 +126,7 @@ class TorchEngine:
         first_index: int,
         processor: LogitsProcessor | None,
         seeds: list[int] | None,
+        on_step: StepHook | None = None,
     ) -> list[Generation]:
         stop_ids = self.stop_ids | frozenset(params.stop_token_ids)
         requests = [
@@ -135,6 +143,8 @@ class TorchEngine:
         cache, meta, logits = self._prefill(prompts, params)
         first = [(r, r.root, generators[i]) for i, r in enumerate(requests)]
         self._choose(first, logits.repeat_interleave(params.n, 0), params, processor)
+        if on_step is not None:
+            on_step(requests)
         rows = list(range(len(requests)))  # rows[k]: the request held in cache row k
         while True:
             keep = [k for k, i in enumerate(rows) if not requests[i].finished]
@@ -158,6 +168,8 @@ class TorchEngine:
             if chosen:
                 index = torch.tensor(where, device=self.device)
                 self._choose(chosen, out[index[:, 0], index[:, 1]].float(), params, processor)
+            if on_step is not None:
+                on_step(requests)
             for i in rows:
                 if not requests[i].finished and not requests[i].active():
                     requests[i].finish("malformed", "decoding stalled")  # defensive: never loop forever
@@ -165,12 +177,16 @@ class TorchEngine:
 
     @staticmethod
     def _generator(seed: int | None, index: int) -> torch.Generator:
-        """The generator of one request: a function of (seed, request index) only."""
+        """The generator of one request: a function of (seed, request index) only.
+
+        Taken modulo 2**64 (what ``manual_seed`` accepts, and how it already reads a negative seed), so
+        any integer seed is valid: a client's 2**70 is a seed, not an overflow that fails its batch.
+        """
         generator = torch.Generator(device="cpu")
         if seed is None:
             generator.seed()
         else:
-            generator.manual_seed(seed * 1_000_003 + index)
+            generator.manual_seed((seed * 1_000_003 + index) % 2**64)
         return generator
 
     def _prefill(self, prompts: list[list[int]], params: SamplingParams):

@@ -1,4 +1,4 @@
-"""``npr serve`` (engine/server.py): SGLang's /generate subset over a real HTTP socket, errors, queue bound.
+"""``npr serve``'s SGLang-native API (serve/sglang_routes.py) over a real HTTP socket: answers, errors, queue bound.
 
 The server runs in a thread on 127.0.0.1 with a free port and the random tiny model; every answer is
 compared with what the torch engine gives in sequential mode for the same prompt and seed.
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from npr_toolkit.engine import SamplingParams, TorchEngine
-from npr_toolkit.engine.server import NPRServer, make_server
+from npr_toolkit.serve import ServeConfig, Server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,26 +27,16 @@ def engine(toy_model, toy_tokenizer) -> TorchEngine:
     return TorchEngine(toy_model, toy_tokenizer)
 
 
-def _start(engine: TorchEngine, max_queue: int) -> tuple[NPRServer, threading.Thread]:
-    server = make_server(engine, "127.0.0.1", 0, max_queue=max_queue, model_path="toy")
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    return server, thread
-
-
 @pytest.fixture(scope="module")
-def server(engine) -> Iterator[NPRServer]:
-    server, thread = _start(engine, max_queue=64)
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
+def server(engine) -> Iterator[str]:
+    with Server(engine, ServeConfig(port=0, model_name="toy")) as url:
+        yield url
 
 
-def call(server: NPRServer, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+def call(url: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
     """(status, parsed JSON body or None) of one request; POST when there is a body."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    request = urllib.request.Request(server.url + path, data=data, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             status, payload = response.status, response.read()
@@ -194,6 +184,7 @@ BAD_REQUEST = {"object": "error", "type": "Bad Request", "param": None, "code": 
         ({"input_ids": [10**6]}, "value", "out of the vocabulary"),
         ({"input_ids": [5] * 3000}, "value", "longer than the model's context length"),
         ({"text": "a", "sampling_params": {"max_new_tokens": 5000}}, "value", "maximum context length"),
+        ({"text": "a", "sampling_params": {"n": 20000}}, "value", "more than this server's limit"),
     ],
 )
 def test_bad_requests_get_400_in_sglang_shapes(server, body: Any, shape: str, needle: str) -> None:
@@ -208,34 +199,27 @@ def test_bad_requests_get_400_in_sglang_shapes(server, body: Any, shape: str, ne
 
 
 def test_server_survives_bad_requests(server) -> None:
-    for raw in (b"", b"\xff\xfe", b'{"text": null, "input_ids": null}'):
+    for raw in (b"", b"\xff\xfe", b'{"text": null, "input_ids": null}', b"[" * 100_000):
         assert call(server, "/generate", raw=raw)[0] == 400
     assert call(server, "/health") == (200, None)
 
 
 # --- the bounded queue --------------------------------------------------------------------------
 def test_queue_overflow_gets_503(engine) -> None:
-    server, thread = _start(engine, max_queue=1)
-    try:
+    server = Server(engine, ServeConfig(port=0, max_queue=1))
+    with server as url:
         slow: dict[str, Any] = {}
-        body = {
-            "input_ids": [5],
-            "sampling_params": {"max_new_tokens": 300, "temperature": 0},
-        }  # greedy: 5 5 5 ..., no EOS
-        worker = threading.Thread(target=lambda: slow.update(result=call(server, "/generate", body)))
+        body = {"input_ids": [5], "sampling_params": {"max_new_tokens": 300, "temperature": 0}}  # 5 5 5 ..., no EOS
+        worker = threading.Thread(target=lambda: slow.update(result=call(url, "/generate", body)))
         worker.start()
         deadline = time.monotonic() + 30
-        while server.inflight < 1 and time.monotonic() < deadline:
+        while server.service.scheduler.inflight < 1 and time.monotonic() < deadline:
             time.sleep(0.005)
-        assert server.inflight == 1
-        status, out = call(server, "/generate", {"input_ids": [6], "sampling_params": {"max_new_tokens": 2}})
+        assert server.service.scheduler.inflight == 1
+        status, out = call(url, "/generate", {"input_ids": [6], "sampling_params": {"max_new_tokens": 2}})
         assert status == 503
         assert out["object"] == "error" and out["code"] == 503 and "queue is full" in out["message"]
         worker.join(60)
         assert slow["result"][0] == 200
-        assert server.inflight == 0
-        assert call(server, "/generate", {"input_ids": [6], "sampling_params": {"max_new_tokens": 2}})[0] == 200
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+        assert server.service.scheduler.inflight == 0
+        assert call(url, "/generate", {"input_ids": [6], "sampling_params": {"max_new_tokens": 2}})[0] == 200

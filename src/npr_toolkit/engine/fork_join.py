@@ -1,0 +1,273 @@
+"""NPR's fork/join decoding over a server that only continues token sequences (DESIGN §3b, §4).
+
+The client-side driver shared by the SGLang backend (``sglang_engine.py``, native ``/generate``) and
+the OpenAI-compatible backend (``openai_engine.py``, ``/v1/completions``). Both give the same answer to
+one question: "continue these token ids, at most N tokens, stop at these ids, with this seed; which
+tokens and log-probabilities came out?" (a ``LaneCall``). Everything else is here, once:
+
+- **trunk**: one call on ``prompt + completion so far`` that stops at ``</guideline>`` or EOS;
+- **fork**: when the guideline's plans allow it (the torch engine's checks: width, depth, budget), one
+  call per branch, all in flight at once, on ``prompt + completion so far + branch header i``,
+  stopping at ``</step>``, with the branch budget as its limit. A server's prefix cache reuses the
+  shared prefix;
+- **join**: a new trunk call on ``prompt + ... + branch 1 + ... + branch n + join header``: the
+  re-prefill. This is exact for ``reprefill`` checkpoints (§3b) and approximate for canonical (§3)
+  ones (``bench/sglang_divergence.py`` measures by how much).
+
+Each answer is replayed token by token through the torch engine's state machine (``lanes.Request``),
+so limits, forced closes, finish reasons, positions (critical path) and stats mean the same thing in
+every backend. The branches of a block are replayed in lockstep, as the torch engine decodes them,
+so a shared total budget runs out the same way. ``stats.steps`` counts the calls of a sample.
+
+A backend subclasses ``ForkJoinEngine`` and implements ``_complete`` (one call over its wire).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+from ..view.tokens import tag_vocab
+from .lanes import Lane, Request, Token
+from .params import Generation, SamplingParams
+
+
+@dataclass(frozen=True)
+class LaneCall:
+    """One server call: continue ``input_ids`` (prompt and visible context of a lane)."""
+
+    input_ids: list[int]
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int  # 0: no top-k
+    stop_token_ids: list[int]  # the matched stop id must come back as the last output token
+    seed: int | None  # < 2**31: every server takes it
+
+
+def generation_eos(model: str) -> list[int]:
+    """The end-of-sequence ids of the model's generation config (SGLang and vLLM stop at every one)."""
+    from transformers import GenerationConfig
+
+    try:
+        eos = GenerationConfig.from_pretrained(model).eos_token_id
+    except OSError:  # no generation_config.json
+        return []
+    return [eos] if isinstance(eos, int) else list(eos or [])
+
+
+class ForkJoinEngine:
+    """``generate(prompts, params) -> list[Generation]`` by fork/join over ``_complete`` (module doc)."""
+
+    def __init__(self, tokenizer, stop_ids: set[int], max_concurrency: int = 64):
+        self.tokenizer = tokenizer
+        self.vocab = tag_vocab(tokenizer)
+        self.max_concurrency = max_concurrency
+        self.stop_ids = frozenset(i for i in stop_ids | {tokenizer.eos_token_id, self.vocab.im_end} if i is not None)
+        v = self.vocab
+        # Tags after which a lane must be looked at: a fork, a branch's end, or tags the state machine rejects
+        # anywhere they can be sampled (the engine inserts <step> and <takeaway>).
+        self.tag_stops = frozenset({v.guideline_close, v.step_close, v.step_open, v.takeaway_open})
+
+    def _complete(self, call: LaneCall) -> list[tuple[int, float]]:
+        """The (token id, log-probability) pairs the server sampled for ``call``, the matched stop id last."""
+        raise NotImplementedError
+
+    def format_chat(self, messages: list[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def generate(
+        self,
+        prompts: Sequence[str] | Sequence[Sequence[int]],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
+    ) -> list[Generation]:
+        """Sample ``params.n`` completions per prompt, grouped by prompt, all samples concurrently.
+
+        ``seeds`` gives each prompt its own seed (instead of ``params.seed``), so a prompt's samples
+        are the same whatever else shares the call.
+        """
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+        stop_ids = self.stop_ids | frozenset(params.stop_token_ids)
+        requests = [
+            Request(index=u * params.n + s, prompt_ids=ids, params=params, vocab=self.vocab, stop_ids=stop_ids)
+            for u, ids in enumerate(self._encode(p) for p in prompts)
+            for s in range(params.n)
+        ]
+
+        def seed_key(index: int) -> str | None:
+            """Each call's seed derives from (seed, sample) and its lane, as the torch engine seeds a request
+            from (seed, index): reproducible, and distinct for every sample and branch."""
+            seed, sample = (params.seed, index) if seeds is None else (seeds[index // params.n], index % params.n)
+            return None if seed is None else f"{seed}:{sample}"
+
+        inflight: dict[Future, tuple[Request, int]] = {}
+        rounds: dict[int, list[tuple[Lane, list[tuple[int, float]] | None]]] = {}
+        with ThreadPoolExecutor(self.max_concurrency) as pool:
+
+            def launch(request: Request) -> None:
+                lanes = _ready(request)
+                if not lanes:
+                    if not request.finished:
+                        request.finish("malformed", "decoding stalled")  # defensive: never loop forever
+                    return
+                rounds[request.index] = [(lane, None) for lane in lanes]
+                for slot, lane in enumerate(lanes):
+                    future = pool.submit(self._complete, self._call(request, lane, seed_key(request.index)))
+                    inflight[future] = (request, slot)
+
+            try:
+                for request in requests:
+                    launch(request)
+                while inflight:
+                    done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        request, slot = inflight.pop(future)
+                        round_ = rounds[request.index]
+                        round_[slot] = (round_[slot][0], future.result())
+                        if all(tokens is not None for _, tokens in round_):
+                            self._replay(request, round_)
+                            launch(request)
+            finally:
+                for future in inflight:
+                    future.cancel()
+        return [r.generation(self.tokenizer) for r in requests]
+
+    def _encode(self, prompt: str | Sequence[int]) -> list[int]:
+        ids = self.tokenizer.encode(prompt, add_special_tokens=False) if isinstance(prompt, str) else list(prompt)
+        if not ids:
+            raise ValueError("empty prompt")
+        return ids
+
+    # --- one call ---------------------------------------------------------------------------------
+    def _call(self, request: Request, lane: Lane, seed_key: str | None) -> LaneCall:
+        """The call for ``lane``: its whole visible context, its budget, the stops that end its turn."""
+        params = request.params
+        budget = min(
+            params.max_new_tokens - (lane.pos - len(request.prompt_ids)),  # critical path
+            params.total_budget - request.total,
+        )
+        if lane.budget is not None:  # a branch: room for its own </step>
+            budget = min(budget, lane.budget - lane.length - 1)
+        stops = request.stop_ids | self.tag_stops if params.parallel else request.stop_ids
+        seed = None
+        if seed_key is not None:
+            key = f"{seed_key}:{lane.path}:{lane.length}".encode()
+            seed = int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big") >> 1
+        return LaneCall(
+            input_ids=request.prompt_ids + _context(lane),
+            max_new_tokens=budget,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            stop_token_ids=sorted(stops),
+            seed=seed,
+        )
+
+    def _replay(self, request: Request, round_: list[tuple[Lane, list[tuple[int, float]] | None]]) -> None:
+        """Feed the server's tokens through the state machine, the lanes of a round in lockstep.
+
+        As in the torch engine, each step checks every lane's budget before any lane's token is
+        recorded. Tokens after the point where the state machine ends a lane (a fork, a close, a
+        malformed tag, a limit) are dropped.
+        """
+        streams: list[tuple[Lane, list[tuple[int, float]]]] = []
+        for lane, tokens in round_:
+            assert tokens is not None
+            streams.append((lane, tokens))
+            request.steps += 1
+            if not tokens and not request.finished:
+                request.finish("malformed", "the server returned no tokens")
+        step = 0
+        while not request.finished:
+            live = [(lane, tokens) for lane, tokens in streams if step < len(tokens) and _needs_token(lane)]
+            if not live:
+                return
+            if step > 0:  # step 0 was checked before the call was made
+                checked = []
+                for lane, tokens in live:
+                    if request.finished:
+                        return
+                    if request.enforce_budget(lane):
+                        _settle(request, lane)
+                    else:
+                        checked.append((lane, tokens))
+                live = checked
+            for lane, tokens in live:
+                token_id, logprob = tokens[step]
+                request.sampled(lane, token_id, logprob)
+                if request.finished:
+                    return
+            for lane, _ in live:
+                _settle(request, lane)
+            step += 1
+
+
+# --- lane helpers (the state machine lives in lanes.py) -------------------------------------------
+def _needs_token(lane: Lane) -> bool:
+    return not lane.done and not lane.waiting and lane.pending is None
+
+
+def _waiting_lanes(lane: Lane, serial: bool) -> list[Lane]:
+    """Lanes that wait for a sampled token, depth first in branch order (``serial``: one branch at a time)."""
+    if lane.done:
+        return []
+    if lane.waiting:
+        children = [child for child in lane.children if not child.done]
+        return [found for child in (children[:1] if serial else children) for found in _waiting_lanes(child, serial)]
+    return [lane] if lane.pending is None else []
+
+
+def _settle(request: Request, lane: Lane) -> None:
+    """Feed ``lane``'s chosen and inserted tokens until it waits for a sampled token, forks or closes."""
+    while lane.pending is not None and not request.finished:
+        if request.fed(lane):
+            return
+        if lane.waiting:  # forked: feed the children's inserted headers
+            for child in lane.children:
+                _settle(request, child)
+            return
+        if lane.done:  # closed: the last sibling to close joins the parent
+            if lane.parent is not None and not lane.parent.waiting:
+                _settle(request, lane.parent)
+            return
+
+
+def _ready(request: Request) -> list[Lane]:
+    """The lanes to request next, after the limits had their say (forced closes may join a block)."""
+    while not request.finished:
+        lanes = _waiting_lanes(request.root, request.params.serial_branches)
+        decided = False
+        for lane in lanes:
+            if request.finished:
+                return []
+            if request.enforce_budget(lane):
+                decided = True
+                _settle(request, lane)
+        if not decided:
+            return lanes
+    return []
+
+
+def _ids(items: list[Token | list[Lane]]) -> list[int]:
+    ids: list[int] = []
+    for item in items:
+        if isinstance(item, Token):
+            ids.append(item.id)
+        else:
+            for child in item:
+                ids += [t.id for t in child.flat()]
+    return ids
+
+
+def _context(lane: Lane, upto_fork: bool = False) -> list[int]:
+    """The completion ids ``lane`` continues: its ancestors up to its fork, then its own tokens.
+
+    For the trunk after a join this is every branch, concatenated in order: the re-prefill. A
+    waiting lane's last item is its block's children (``upto_fork`` leaves them out).
+    """
+    head = _context(lane.parent, upto_fork=True) if lane.parent is not None else []
+    return head + _ids(lane.out[:-1] if upto_fork else lane.out)

@@ -1,0 +1,52 @@
+"""The OpenAI-compatible backend: NPR's fork/join decoding over any server's ``/v1/completions``.
+
+For servers that accept token-id prompts and return the sampled tokens' log-probabilities with their
+ids (vLLM with ``return_tokens_as_token_ids``, ``npr serve``): fork = one request per branch, join =
+a request on the concatenated ids, exactly as the SGLang backend does over ``/generate``; the driver
+(``fork_join.ForkJoinEngine``) is the same. That is the ``reprefill`` semantics (DESIGN §3b): exact
+for checkpoints trained with it, approximate at joins for canonical (§3) ones.
+
+Used by ``load_engine(model, backend="openai", server_url="http://host:port/v1")``. The server must
+report the model's own log-probabilities (temperature 1), as ``npr serve`` does; a server that
+reports them at the sampling temperature gives different numbers whenever temperature != 1.
+"""
+
+from __future__ import annotations
+
+from .fork_join import ForkJoinEngine, LaneCall, generation_eos
+from .http_client import JSONClient, ServerError
+from .openai_wire import completion_payload, completion_tokens
+
+
+class OpenAIEngine(ForkJoinEngine):
+    """``generate(prompts, params) -> list[Generation]`` over ``/v1/completions`` (see module doc).
+
+    ``model`` is the local checkpoint (its tokenizer encodes the prompts and names the tags);
+    ``served_model`` is the name the server knows it by (default: ``model``).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        server_url: str,
+        served_model: str | None = None,
+        api_key: str | None = None,
+        max_concurrency: int = 64,
+        timeout: float = 600.0,
+    ):
+        from transformers import AutoTokenizer
+
+        url = server_url.rstrip("/")
+        url = url if url.endswith("/v1") else f"{url}/v1"
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self.client = JSONClient(url, what="OpenAI-compatible server", timeout=timeout, headers=headers)
+        self.client.get("/models")  # fail early, with a clear message, when nothing answers there
+        self.served_model = served_model or model
+        super().__init__(AutoTokenizer.from_pretrained(model), set(generation_eos(model)), max_concurrency)
+
+    def _complete(self, call: LaneCall) -> list[tuple[int, float]]:
+        answer = self.client.post("/completions", completion_payload(call, self.served_model))
+        if not isinstance(answer, dict):
+            raise ServerError(f"{self.client.url}/completions answered {type(answer).__name__}, not an object")
+        return completion_tokens(answer)

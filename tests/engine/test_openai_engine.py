@@ -1,0 +1,144 @@
+"""The OpenAI-compatible backend (engine/openai_engine.py) against a real ``npr serve`` on 127.0.0.1.
+
+Fork = one ``/v1/completions`` request per branch, join = a request on the concatenated ids: the
+re-prefill semantics (DESIGN §3b). Its log-probabilities are checked against an independent
+brute-force recomputation of §3b: every sampled token scored by one causal forward over exactly the
+request that sampled it (the text so far for the trunk; the text up to ``</guideline>`` plus the
+branch so far for a branch), at contiguous positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from npr_toolkit.engine import Generation, SamplingParams, TorchEngine, load_engine
+from npr_toolkit.engine.http_client import ServerError
+from npr_toolkit.engine.openai_engine import OpenAIEngine
+from npr_toolkit.format import parse
+from npr_toolkit.serve import ServeConfig, Server
+from npr_toolkit.view import tag_vocab
+
+from .format_model import format_model
+
+TOL = 1e-4
+QUESTIONS = ("Compute: (1+2)+(3+4)", "x", "what is 3*4?")
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def model(toy_tokenizer):
+    return format_model(toy_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, model, toy_tokenizer) -> str:
+    folder = tmp_path_factory.mktemp("format-model")
+    model.save_pretrained(folder)
+    toy_tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def url(model, toy_tokenizer) -> Iterator[str]:
+    with Server(TorchEngine(model, toy_tokenizer), ServeConfig(port=0, model_name="npr-toy")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir, url) -> OpenAIEngine:
+    return OpenAIEngine(model_dir, server_url=url, served_model="npr-toy")
+
+
+@pytest.fixture(scope="module")
+def prompts(engine) -> list[str]:
+    return [engine.format_chat([{"role": "user", "content": q}]) for q in QUESTIONS]
+
+
+@pytest.fixture(scope="module")
+def parallel(engine, prompts) -> list[Generation]:
+    return engine.generate(prompts, SamplingParams(max_new_tokens=160, seed=1, n=3))
+
+
+def reprefill_logprobs(model, tokenizer, gen: Generation) -> list[float | None]:
+    """§3b by brute force (depth 1): each sampled token under one causal forward of its own request."""
+    v = tag_vocab(tokenizer)
+    prompt, ids = gen.prompt_ids, gen.completion_ids
+
+    def scores(context: list[int]) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.log_softmax(model(torch.tensor([context])).logits[0].float(), -1)  # (L, V)
+
+    trunk = scores(prompt + ids)
+    out: list[float | None] = []
+    fork = start = None
+    in_step = False
+    for j, token in enumerate(ids):
+        if gen.logprobs[j] is None:
+            out.append(None)
+        elif in_step:  # a branch request: the text up to </guideline>, then this branch so far
+            context = prompt + ids[: fork + 1] + ids[start:j]
+            out.append(float(scores(context)[-1, token]))
+        else:  # a trunk request: everything before it, branches concatenated (the re-prefill)
+            out.append(float(trunk[len(prompt) + j - 1, token]))
+        if token == v.guideline_close:
+            fork, start = j, j + 1
+        elif token == v.step_open:
+            in_step = True
+        elif token == v.step_close:
+            in_step, start = False, j + 1
+    return out
+
+
+def test_fork_join_generations_are_well_formed(parallel) -> None:
+    assert len(parallel) == len(QUESTIONS) * 3
+    assert any(max(g.stats.widths, default=0) >= 2 for g in parallel), "no sample forked into several branches"
+    for gen in parallel:
+        assert gen.finish_reason == "stop", gen.finish_detail
+        tree = parse(gen.text).tree
+        assert tree is not None, gen.text
+        assert gen.stats.widths == [block.width for block in tree.blocks]
+        assert gen.stats.total_tokens == len(gen.completion_ids)
+        assert gen.inserted == [lp is None for lp in gen.logprobs]
+
+
+def test_logprobs_equal_the_reprefill_recomputation(parallel, model, toy_tokenizer) -> None:
+    """Exact everywhere, joins included: the server computes what §3b says, request by request."""
+    worst = 0.0
+    joined = 0
+    for gen in parallel:
+        for mine, ref in zip(gen.logprobs, reprefill_logprobs(model, toy_tokenizer, gen), strict=True):
+            assert (mine is None) == (ref is None)
+            if mine is not None:
+                worst = max(worst, abs(mine - ref))
+        joined += gen.stats.blocks
+    assert joined > 0 and worst < TOL
+
+
+def test_seeded_runs_repeat(engine, prompts) -> None:
+    params = SamplingParams(max_new_tokens=80, seed=5, n=2)
+    first, second = engine.generate(prompts[:1], params), engine.generate(prompts[:1], params)
+    assert [g.completion_ids for g in first] == [g.completion_ids for g in second]
+    assert first[0].completion_ids != first[1].completion_ids
+
+
+def test_token_budgets_end_with_length(engine, prompts) -> None:
+    short = engine.generate(prompts[:1], SamplingParams(max_new_tokens=6, seed=1, n=2))
+    assert all(g.finish_reason == "length" and g.stats.critical_path_tokens <= 6 for g in short)
+
+
+def test_load_engine_selects_the_openai_backend(model_dir, url, prompts) -> None:
+    engine = load_engine(model_dir, backend="openai", server_url=f"{url}/v1")
+    assert isinstance(engine, OpenAIEngine)
+    (gen,) = engine.generate(prompts[:1], SamplingParams(max_new_tokens=30, seed=0))
+    assert gen.completion_ids and gen.finish_reason in ("stop", "length")
+
+
+def test_errors_are_clear(model_dir, engine) -> None:
+    with pytest.raises(ServerError, match="cannot reach"):
+        OpenAIEngine(model_dir, server_url="http://127.0.0.1:9")
+    with pytest.raises(ServerError, match="answered 400: The input"):
+        engine.generate([[5] * 3000], SamplingParams(max_new_tokens=4))
