@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from npr_toolkit.toy import build_model
-from npr_toolkit.view import IGNORE, build_view, collate, tokenize_completion
+from npr_toolkit.view import IGNORE, build_view, collate, completion_values, tokenize_completion
 from npr_toolkit.view.masks import additive, mask_mod, stack
 
 from .trees import Case, HypothesisDraw, RandomDraw, Tree, chat_prompt, make_case, random_tree, requests
@@ -199,7 +199,8 @@ def _request_logprobs(model, case: Case) -> dict[int, float]:
 
 @torch.no_grad()
 def _view_logprobs(model, views, pad_id: int) -> list[torch.Tensor]:
-    """Per original token: log π of each row's labels, gathered back (as PAPO does with TRL's log-probs)."""
+    """Per original token: log π of each row's labels, gathered back to the completion as PAPO does with
+    TRL's fused log-probs (NaN for the prompt and for tokens that are no target)."""
     batch = collate(views, pad_id)
     logits = model(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"]
@@ -207,7 +208,9 @@ def _view_logprobs(model, views, pad_id: int) -> list[torch.Tensor]:
     logp = logits.float().log_softmax(-1)
     labels = batch["shift_labels"]
     per_position = logp.gather(-1, labels.clamp(min=0)[..., None])[..., 0] * (labels != IGNORE)  # (B, L)
-    return [view.gather(per_position[b, : len(view)], fill=float("nan")) for b, view in enumerate(views)]
+    completions = completion_values(views, per_position, fill=float("nan"))
+    prompts = [torch.full((view.prompt_length,), float("nan")) for view in views]
+    return [torch.cat([prompt, completion]) for prompt, completion in zip(prompts, completions, strict=True)]
 
 
 @pytest.fixture(scope="module", params=["sdpa", "eager"])

@@ -3,10 +3,11 @@
 ``build_view(ids, tokenizer, mode=..., prompt_length=...)`` gives what an engine computes for the
 same text: ``canonical`` (the KV cache is spliced at a join), ``reprefill`` (a join re-reads the
 branches, as a stock server does; trie-packed) or ``npr-compat`` (the official NPR-Beta training code).
-``collate`` batches views of any mode; ``TreeView.gather`` maps a row's results back to its tokens.
+``collate`` batches views of any mode; ``completion_values`` (``TreeView.gather`` per row) maps per-position
+results, e.g. log-probs, back to the completion's tokens.
 """
 
-from .batch import collate
+from .batch import collate, completion_values
 from .build import IGNORE, MODES, Mode, TreeView, ViewError, build_view, causal_view
 from .masks import additive, dense, visible
 from .tokens import TagVocab, add_tag_tokens, tag_token_ids, tag_vocab, tokenize_completion
@@ -23,6 +24,7 @@ __all__ = [
     "build_view",
     "causal_view",
     "collate",
+    "completion_values",
     "dense",
     "tag_token_ids",
     "tag_vocab",

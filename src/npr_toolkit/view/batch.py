@@ -71,3 +71,13 @@ def collate(
         "labels": labels,
         "shift_labels": shift_labels,
     }
+
+
+def completion_values(views: Sequence[TreeView], values: torch.Tensor, fill: float = 0.0) -> list[torch.Tensor]:
+    """Per-position results of a collated batch -> one value per completion token of each view's sequence.
+
+    ``values`` is (B, L) and aligned with ``shift_labels`` (e.g. TRL's fused ``log_probs``: log π of each
+    position's target). Row b becomes (L_b - prompt_length_b,), in the order of the original completion,
+    whatever the view's layout; ``fill`` where a token is no target (an inserted header, a forced tag).
+    """
+    return [view.gather(values[b, : len(view)], fill)[view.prompt_length :] for b, view in enumerate(views)]
