@@ -54,7 +54,7 @@ class TreeView:
     block_ids: torch.Tensor  # (D, N) block uid per nesting depth, -1 outside
     branch_ids: torch.Tensor  # (D, N) branch index inside that block
     subtree_end: torch.Tensor  # (N,) t sees s only while t < subtree_end[s]
-    generated: torch.Tensor  # (N,) bool: a target: the model produced this token here (not prompt, header, re-read)
+    generated: torch.Tensor  # (N,) bool: the model produced this token here (not prompt, header, re-read copy)
     origin: torch.Tensor  # (N,) index of each view token in the original sequence
     predicted_at: torch.Tensor  # (L,) view position whose label is original token o, -1 if o is no target
     prompt_length: int  # the prompt is the first prompt_length tokens of the sequence and of the view
