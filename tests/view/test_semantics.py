@@ -23,7 +23,7 @@ def test_recorded_semantics_travels_with_save_pretrained(toy_tokenizer, tmp_path
 
 
 def test_bad_values_are_rejected():
-    with pytest.raises(ValueError, match="npr_semantics 'spliced'"):
+    with pytest.raises(ValueError, match=r"npr_semantics.*'spliced'"):
         read_semantics({SEMANTICS_KEY: "spliced"})
     config: dict = {}
     with pytest.raises(ValueError, match="canonical, reprefill"):
