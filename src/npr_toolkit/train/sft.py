@@ -29,7 +29,7 @@ from trl import SFTTrainer
 
 from npr_toolkit.data.io import InputError, read_records, write_json_atomic
 from npr_toolkit.data.records import BetaExample, describe_error
-from npr_toolkit.view import Mode, ViewError, build_view, collate, tokenize_completion
+from npr_toolkit.view import ViewError, ViewMode, build_view, collate, tokenize_completion
 from npr_toolkit.view.batch import Attention
 from npr_toolkit.view.semantics import read_semantics, record_semantics
 
@@ -92,7 +92,7 @@ class TreeCollator:
         self,
         tokenizer,
         *,
-        mode: Mode = "canonical",
+        mode: ViewMode = "canonical",
         attention: Attention = "additive",
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
@@ -126,7 +126,7 @@ def prepare_examples(
     tokenizer,
     *,
     max_length: int | None,
-    mode: Mode,
+    mode: ViewMode,
 ) -> tuple[list[dict[str, Any]], list[Dropped], int]:
     """Tokenize and check every record: (examples, dropped records, records read).
 

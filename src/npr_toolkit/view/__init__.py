@@ -8,17 +8,17 @@ results, e.g. log-probs, back to the completion's tokens.
 """
 
 from .batch import collate, completion_values
-from .build import IGNORE, MODES, Mode, TreeView, ViewError, build_view, causal_view
+from .build import IGNORE, MODES, TreeView, ViewError, ViewMode, build_view, causal_view
 from .masks import additive, dense, visible
 from .tokens import TagVocab, add_tag_tokens, tag_token_ids, tag_vocab, tokenize_completion
 
 __all__ = [
     "IGNORE",
     "MODES",
-    "Mode",
     "TagVocab",
     "TreeView",
     "ViewError",
+    "ViewMode",
     "add_tag_tokens",
     "additive",
     "build_view",

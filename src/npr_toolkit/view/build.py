@@ -30,8 +30,8 @@ from . import masks
 from .tokens import TagVocab, tag_vocab
 from .trie import Fork, pack
 
-Mode = Literal["canonical", "reprefill", "npr-compat"]
-MODES: tuple[Mode, ...] = get_args(Mode)
+ViewMode = Literal["canonical", "reprefill", "npr-compat"]
+MODES: tuple[ViewMode, ...] = get_args(ViewMode)
 IGNORE = -100
 
 
@@ -58,7 +58,7 @@ class TreeView:
     origin: torch.Tensor  # (N,) index of each view token in the original sequence
     predicted_at: torch.Tensor  # (L,) view position whose label is original token o, -1 if o is no target
     prompt_length: int  # the prompt is the first prompt_length tokens of the sequence and of the view
-    mode: Mode = "canonical"
+    mode: ViewMode = "canonical"
     widths: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -113,7 +113,7 @@ class _Scan:
     intervals, the blocks' forks and the spans of the headers the engine inserts. ``mode`` is
     ``canonical`` (branches and headers as the engine writes them) or ``npr-compat``."""
 
-    def __init__(self, ids: list[int], vocab: TagVocab, start: int, mode: Mode):
+    def __init__(self, ids: list[int], vocab: TagVocab, start: int, mode: ViewMode):
         self.ids, self.vocab, self.start, self.mode = ids, vocab, start, mode
         self.runs: list[tuple[int, int]] = [(0, 0)]  # (first index, its position); later runs override
         self.branches: list[tuple[int, int, int, int, int]] = []  # (depth, uid, index, first, last)
@@ -228,7 +228,7 @@ def build_view(
     input_ids: torch.Tensor | list[int],
     tokenizer,
     *,
-    mode: Mode = "canonical",
+    mode: ViewMode = "canonical",
     prompt_length: int,
     inserted: torch.Tensor | list[bool] | None = None,
 ) -> TreeView:
@@ -318,7 +318,7 @@ def _assemble(
     block_ids: torch.Tensor,
     branch_ids: torch.Tensor,
     prompt_length: int,
-    mode: Mode,
+    mode: ViewMode,
     widths: list[int],
     *,
     origin: torch.Tensor | None = None,
