@@ -4,7 +4,7 @@ Part 1, construction (each cell in a fresh subprocess, so its peak RSS is its ow
 trees of exactly L tokens (toy char-level tokenizer; blocks of width 2-8 until L is filled):
 
 - ``view``: ``build_view`` (positions, targets, branch paths: the O(L) structure);
-- ``view+paths``: the same plus ``masks.stack_paths``, the padded (B, D, L) input of the FlexAttention ``mask_mod``;
+- ``view+paths``: the same plus ``masks.stack``, the padded (B, D, L) paths and (B, L) ends the ``mask_mod`` reads;
 - ``block_mask``: ``build_view`` + ``view.block_mask("cpu")`` (``create_block_mask``, eager, as shipped);
 - ``block_mask[compiled]`` (``--compiled``): ``torch.compile(create_block_mask)``, timed after its compile;
 - ``official``: the official NPR-Beta training code's algorithm (DESIGN §3): a Python loop over tokens,
@@ -167,8 +167,8 @@ def loop_reference(ids: list[int], tokenizer, rows: list[int]) -> bytearray:
 def references_agree(length: int) -> bool:
     """Both references compute the npr-compat view's mask (and the official one its positions)."""
     tokenizer = build_tokenizer()
-    ids, _ = tree_ids(tokenizer, length)
-    view = build_view(ids, tokenizer, mode="npr-compat")
+    ids, prompt_length = tree_ids(tokenizer, length)
+    view = build_view(ids, tokenizer, mode="npr-compat", prompt_length=prompt_length)
     mask, positions = official_reference(ids, tokenizer)
     loop = torch.frombuffer(loop_reference(ids, tokenizer, list(range(length))), dtype=torch.bool).view(length, length)
     dense = view.dense_mask()
@@ -205,7 +205,7 @@ def cell(method: str, length: int, repeats: int, loop_full: int, loop_fraction: 
 
         compiled = torch.compile(create_block_mask)
         start = time.perf_counter()
-        paths = view_masks.stack_paths([view], len(view))
+        paths = view_masks.stack([view], len(view))
         compiled(view_masks.mask_mod(*paths), 1, None, len(view), len(view), device="cpu")
         note += f"; compile {time.perf_counter() - start:.0f} s"
 
@@ -222,12 +222,12 @@ def cell(method: str, length: int, repeats: int, loop_full: int, loop_fraction: 
             build_view(ids, tokenizer, prompt_length=prompt_length)
         elif method == "view+paths":
             v = build_view(ids, tokenizer, prompt_length=prompt_length)
-            view_masks.stack_paths([v], len(v))
+            view_masks.stack([v], len(v))
         elif method == "block_mask":
             build_view(ids, tokenizer, prompt_length=prompt_length).block_mask("cpu")
         elif method == "block_mask[compiled]":
             v = build_view(ids, tokenizer, prompt_length=prompt_length)
-            paths = view_masks.stack_paths([v], len(v))
+            paths = view_masks.stack([v], len(v))
             compiled(view_masks.mask_mod(*paths), 1, None, len(v), len(v), device="cpu")
         elif method == "official":
             official_reference(ids, tokenizer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from npr_toolkit.toy.task import PROMPT_TEMPLATE, make_problems, reference_traje
 from npr_toolkit.train import NPRSFTConfig, NPRSFTTrainer, TreeCollator, encode_messages, load_sft_config
 from npr_toolkit.train.sft import REPORT_NAME, prepare_examples, run_sft
 from npr_toolkit.view import build_view
+from npr_toolkit.view.semantics import read_semantics
 
 REPO = Path(__file__).resolve().parents[2]
 SIZES = {"hidden_size": 64, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 128}
@@ -36,12 +38,12 @@ def beta_records(n: int, seed: int = 0, split: str = "train") -> list[dict]:
     ]
 
 
-def tree_nll(model, tokenizer, records: list[dict]) -> float:
-    """Token-mean NLL of the tree targets, one sequence at a time with its own additive mask."""
+def tree_nll(model, tokenizer, records: list[dict], mode: str = "canonical") -> float:
+    """Token-mean NLL of the view's targets, one sequence at a time with its own additive mask."""
     total, count = 0.0, 0
     for record in records:
         ids, prompt_length = encode_messages(tokenizer, record["messages"])
-        view = build_view(ids, tokenizer, prompt_length=prompt_length)
+        view = build_view(ids, tokenizer, mode=mode, prompt_length=prompt_length)
         with torch.no_grad():
             logits = model(
                 input_ids=view.input_ids[None],
@@ -74,13 +76,15 @@ def test_config_defaults_follow_npr_beta(tmp_path: Path) -> None:
     assert config.dataset_kwargs == {"skip_prepare_dataset": True}
     assert (config.packing, config.padding_free) == (False, False)
     assert config.report_to in ("none", [], ["none"])
-    assert config.view_mode == "canonical"
+    assert (config.semantics, config.recorded_semantics, config.view_mode) == ("canonical", "canonical", None)
 
 
 @pytest.mark.parametrize(
     ("values", "message"),
     [
+        ({"semantics": "tree"}, "semantics"),
         ({"view_mode": "tree"}, "view_mode"),
+        ({"view_mode": "npr-compat", "semantics": "reprefill"}, "disagree"),
         ({"packing": True}, "packing"),
         ({"remove_unused_columns": True}, "remove_unused_columns"),
         ({"attn_implementation": "flex_attention"}, "CUDA"),
@@ -98,9 +102,15 @@ def test_yaml_config(tmp_path: Path) -> None:
     assert shipped.learning_rate == 1e-6 and shipped.gradient_accumulation_steps == 16
     assert (REPO / "configs" / "sft.yaml").read_text().startswith("# npr train sft ")
     path = tmp_path / "c.yaml"
-    path.write_text("learning_rate: 1e-5\nmax_steps: 3\nview_mode: npr-compat\n")  # YAML 1.1 reads 1e-5 as text
+    assert (shipped.semantics, shipped.recorded_semantics) == ("canonical", "canonical")
+    path.write_text("learning_rate: 1e-5\nmax_steps: 3\nsemantics: reprefill\n")  # YAML 1.1 reads 1e-5 as text
     config = load_sft_config(path, output_dir=str(tmp_path), use_cpu=True, max_steps=5)
-    assert (config.learning_rate, config.max_steps, config.view_mode) == (1e-5, 5, "npr-compat")
+    assert (config.learning_rate, config.max_steps, config.semantics) == (1e-5, 5, "reprefill")
+    assert config.recorded_semantics == "reprefill"
+    path.write_text("view_mode: npr-compat\n")  # a config written before `semantics` existed
+    config = load_sft_config(path, output_dir=str(tmp_path), use_cpu=True)
+    assert (config.semantics, config.recorded_semantics, config.view_mode) == ("npr-compat", "canonical", None)
+    assert dataclasses.replace(config, max_steps=2).semantics == "npr-compat"
     path.write_text("- a list\n")
     with pytest.raises(InputError, match="expected a mapping"):
         load_sft_config(path, output_dir=str(tmp_path))
@@ -124,7 +134,7 @@ def test_encode_messages_is_prompt_then_completion() -> None:
 def test_encode_messages_with_the_qwen_tokenizer(qwen_tokenizer) -> None:
     records = beta_records(4, seed=5)
     examples, dropped, _ = prepare_examples(
-        [(str(i), r, None) for i, r in enumerate(records)], qwen_tokenizer, max_length=None, view_mode="canonical"
+        [(str(i), r, None) for i, r in enumerate(records)], qwen_tokenizer, max_length=None, mode="canonical"
     )
     assert not dropped
     for example, record in zip(examples, records, strict=True):
@@ -147,7 +157,7 @@ def test_prepare_examples_counts_every_dropped_record() -> None:
     no_completion = {**good[0], "id": "u", "messages": good[0]["messages"][:1]}
     rows = [("f:1", good[0], None), ("f:2", None, "invalid JSON"), ("f:3", {"id": 1}, None), ("f:4", long_one, None)]
     rows += [("f:5", malformed, None), ("f:6", no_completion, None), ("f:7", good[1], None), ("f:8", good[2], None)]
-    examples, dropped, count = prepare_examples(rows, tok, max_length=300, view_mode="canonical")
+    examples, dropped, count = prepare_examples(rows, tok, max_length=300, mode="canonical")
     assert count == 8
     assert [e["id"] for e in examples] == [good[0]["id"], good[1]["id"], good[2]["id"]]
     assert [(d.where, d.kind) for d in dropped] == [
@@ -164,18 +174,19 @@ def test_prepare_examples_counts_every_dropped_record() -> None:
 
 
 @pytest.mark.parametrize(
-    ("attn", "attention", "mode"), [("sdpa", "bool", "canonical"), ("eager", "additive", "npr-compat")]
+    ("attn", "attention", "mode"),
+    [("sdpa", "bool", "canonical"), ("eager", "additive", "npr-compat"), ("sdpa", "bool", "reprefill")],
 )
 def test_collator_loss_is_token_mean_tree_nll(tmp_path: Path, attn: str, attention: str, mode: str) -> None:
     tok = build_tokenizer()
     model = build_model(tok, seed=1, attn_implementation=attn, **SIZES)
     records = beta_records(5, seed=2)
     examples, dropped, _ = prepare_examples(
-        [(str(i), r, None) for i, r in enumerate(records)], tok, max_length=None, view_mode=mode
+        [(str(i), r, None) for i, r in enumerate(records)], tok, max_length=None, mode=mode
     )
     assert not dropped
-    config = NPRSFTConfig(output_dir=str(tmp_path), use_cpu=True, view_mode=mode, attn_implementation=attn)
-    collator = TreeCollator(tok, view_mode=mode, attention=attention)
+    config = NPRSFTConfig(output_dir=str(tmp_path), use_cpu=True, semantics=mode, attn_implementation=attn)
+    collator = TreeCollator(tok, mode=mode, attention=attention)
     trainer = NPRSFTTrainer(
         model=model,
         args=config,
@@ -188,9 +199,10 @@ def test_collator_loss_is_token_mean_tree_nll(tmp_path: Path, attn: str, attenti
     targets = int((batch["shift_labels"] != -100).sum())
     assert targets == int((batch["labels"] != -100).sum())
 
-    total, count = 0.0, 0
+    total, count, read = 0.0, 0, 0
     for example in examples:
         view = build_view(example["input_ids"], tok, mode=mode, prompt_length=example["prompt_length"])
+        read += len(view)  # what the model reads: the packed sequence under reprefill
         with torch.no_grad():
             logits = model(
                 input_ids=view.input_ids[None],
@@ -207,7 +219,8 @@ def test_collator_loss_is_token_mean_tree_nll(tmp_path: Path, attn: str, attenti
         global_mean = trainer.compute_loss(model, dict(batch), num_items_in_batch=torch.tensor(targets))
     assert abs(loss.item() - total / count) < 1e-5
     assert abs(global_mean.item() - total / count) < 1e-5
-    assert trainer._metrics["train"]["num_tokens"] == [sum(len(e["input_ids"]) for e in examples) * 2]
+    assert trainer._metrics["train"]["num_tokens"] == [read * 2]
+    assert (read > sum(len(e["input_ids"]) for e in examples)) == (mode == "reprefill")
 
 
 # --- the stage
@@ -242,9 +255,44 @@ def test_sft_lowers_loss_and_saves_a_loadable_checkpoint(toy_dir: Path, tmp_path
 
     model = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
+    assert read_semantics(model.config) == ("canonical", True) and report["semantics"] == "canonical"
     assert all(len(tokenizer.encode(tag, add_special_tokens=False)) == 1 for tag in TAGS)
     assert tokenizer.chat_template is not None and tokenizer.eos_token == "<|im_end|>"
     assert tree_nll(model, tokenizer, heldout) < 0.8 * base_nll
+
+
+def test_reprefill_sft_learns_and_every_checkpoint_records_it(toy_dir: Path, tmp_path: Path) -> None:
+    """Training on the trie-packed view lowers the loss of the requests a stock server runs, and the
+    checkpoints (the final one and the intermediate ones the Trainer writes) say ``reprefill``."""
+    records = beta_records(32)
+    heldout = beta_records(8, split="heldout")
+    base = AutoModelForCausalLM.from_pretrained(toy_dir)
+    tokenizer = AutoTokenizer.from_pretrained(toy_dir)
+    base_nll = tree_nll(base, tokenizer, heldout, mode="reprefill")
+    assert read_semantics(base.config) == ("canonical", False)
+
+    out = run_sft(
+        toy_dir,
+        records,
+        tmp_path / "sft",
+        use_cpu=True,
+        semantics="reprefill",
+        max_steps=8,
+        learning_rate=3e-3,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        per_device_train_batch_size=8,
+        save_steps=4,
+        disable_tqdm=True,
+        seed=0,
+    )
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert (report["semantics"], report["view_mode"], report["trained"]) == ("reprefill", "reprefill", 32)
+    for folder in (out, out / "checkpoint-4", out / "checkpoint-8"):
+        assert json.loads((folder / "config.json").read_text())["npr_semantics"] == "reprefill", folder
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert read_semantics(model.config) == ("reprefill", True)
+    assert tree_nll(model, tokenizer, heldout, mode="reprefill") < 0.8 * base_nll
 
 
 def test_no_usable_record_is_an_input_error(toy_dir: Path, tmp_path: Path) -> None:

@@ -45,7 +45,19 @@ def test_sft_cli_trains_and_reports(paths: tuple[Path, Path], tmp_path: Path) ->
     report = json.loads(result.stdout)
     assert (report["records"], report["trained"], report["steps"]) == (8, 8, 2)
     assert report["view_mode"] == "canonical" and report["attn_implementation"] == "sdpa"
+    assert report["semantics"] == "canonical"
     assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
+    assert json.loads((out / "config.json").read_text())["npr_semantics"] == "canonical"
+
+
+def test_sft_cli_semantics_reprefill(paths: tuple[Path, Path], tmp_path: Path) -> None:
+    model, data = paths
+    out = tmp_path / "run"
+    result = sft("--model", model, "--data", data, "--out", out, "--max-steps", 1, "--semantics", "reprefill",
+                 "--set", "save_strategy=no", "--set", "disable_tqdm=true")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "reprefill" in result.stdout
+    assert json.loads((out / "config.json").read_text())["npr_semantics"] == "reprefill"
 
 
 def test_sft_cli_text_output(paths: tuple[Path, Path], tmp_path: Path) -> None:
@@ -64,6 +76,8 @@ def test_sft_cli_text_output(paths: tuple[Path, Path], tmp_path: Path) -> None:
         (["--set", "no_such_field=1"], "unknown config field"),
         (["--set", "oops"], "FIELD=VALUE"),
         (["--view-mode", "sideways"], "view_mode"),
+        (["--semantics", "sideways"], "semantics"),
+        (["--semantics", "reprefill", "--view-mode", "npr-compat"], "disagree"),
         (["--config", "missing.yaml"], "no such config file"),
         (["--format", "xml"], "--format"),
     ],

@@ -127,17 +127,36 @@ def test_toy_nested_depth_two(toy_tokenizer):
         assert view.labels[close] == IGNORE
 
 
-@pytest.mark.parametrize("use_prompt_length", [True, False])
-def test_prompt_tags_are_ignored(toy_tokenizer, use_prompt_length):
+@pytest.mark.parametrize("mode", ["canonical", "reprefill", "npr-compat"])
+def test_prompt_tags_are_ignored(toy_tokenizer, mode):
     prompt = chat_prompt("</step> <guideline> <step> x")
     ids, prompt_length = tokenize_completion(toy_tokenizer, prompt, TOY_COMPLETION)
-    view = build_view(ids, toy_tokenizer, prompt_length=prompt_length if use_prompt_length else None)
-    user_end = ids.index(toy_tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    view = build_view(ids, toy_tokenizer, mode=mode, prompt_length=prompt_length)
     assert view.position_ids[:prompt_length].tolist() == list(range(prompt_length))
+    assert view.origin[:prompt_length].tolist() == list(range(prompt_length))
     assert (view.block_ids[:, :prompt_length] == -1).all()
-    assert view.prompt_length == (prompt_length if use_prompt_length else user_end + 1)
-    reference = build_view(tokenize_completion(toy_tokenizer, chat_prompt("q"), TOY_COMPLETION)[0], toy_tokenizer)
-    assert torch.equal(view.position_ids[prompt_length:] - prompt_length, reference.position_ids[20:] - 20)
+    assert (view.labels[: prompt_length - 1] == IGNORE).all() and not view.generated[:prompt_length].any()
+    ids_q, prompt_q = tokenize_completion(toy_tokenizer, chat_prompt("q"), TOY_COMPLETION)
+    reference = build_view(ids_q, toy_tokenizer, mode=mode, prompt_length=prompt_q)
+    assert torch.equal(view.position_ids[prompt_length:] - prompt_length, reference.position_ids[prompt_q:] - prompt_q)
+
+
+SYSTEM_PROMPT = "<|im_start|>system\nBe brief.<|im_end|>\n" + chat_prompt("Add 1 and 2 in parallel.")
+
+
+@pytest.mark.parametrize("mode", ["canonical", "reprefill", "npr-compat"])
+def test_prompt_length_is_required(toy_tokenizer, mode):
+    """#17: without a prompt length the view guessed "after the first <|im_end|>", so with a system turn
+    the user's whole instruction became targets. Every mode now asks for it; given, no prompt token is a target."""
+    ids, prompt_length = tokenize_completion(toy_tokenizer, SYSTEM_PROMPT, TOY_COMPLETION)
+    with pytest.raises(ValueError, match="prompt_length"):
+        build_view(ids, toy_tokenizer, mode=mode, prompt_length=None)
+    with pytest.raises(TypeError, match="prompt_length"):
+        build_view(ids, toy_tokenizer, mode=mode)
+    view = build_view(ids, toy_tokenizer, mode=mode, prompt_length=prompt_length)
+    targets = view.origin[view.generated]
+    assert targets.min() >= prompt_length
+    assert (view.predicted_at[:prompt_length] == -1).all()
 
 
 def test_causal_view_is_the_view_of_a_tree_without_blocks(toy_tokenizer):
@@ -237,7 +256,7 @@ def test_npr_compat_rejects_nesting(toy_tokenizer):
 
 def test_unknown_mode(toy_tokenizer):
     with pytest.raises(ValueError, match="mode"):
-        build_view([1, 2], toy_tokenizer, mode="fast")
+        build_view([1, 2], toy_tokenizer, mode="fast", prompt_length=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,12 +313,10 @@ def test_npr_compat_matches_official_code(request, tokenizer_name, seed):
     tokenizer = request.getfixturevalue(tokenizer_name)
     tree = random_tree(RandomDraw(seed), max_width=4, max_blocks=3, nest=False)
     case = make_case(tree, request.getfixturevalue("toy_tokenizer"))  # for its text
-    ids, _ = tokenize_completion(tokenizer, case.prompt_text, case.text)
-    view = build_view(ids, tokenizer, mode="npr-compat")
-    mask, positions = official_npr_view(ids, tokenizer)
+    ids, start = tokenize_completion(tokenizer, case.prompt_text, case.text)
+    view = build_view(ids, tokenizer, mode="npr-compat", prompt_length=start)
+    mask, positions = official_npr_view(ids, tokenizer)  # scans from the first <|im_end|>: no tags after it
     assert torch.equal(view.position_ids, positions)
     assert torch.equal(view.dense_mask(), mask)
-    start = view.prompt_length
-    assert start == ids.index(tokenizer.convert_tokens_to_ids("<|im_end|>")) + 1
     assert view.labels[start - 1 : -1].tolist() == ids[start:] and view.labels[-1] == IGNORE  # plain next token
     assert (view.labels[: start - 1] == IGNORE).all()

@@ -158,15 +158,17 @@ def test_sft_loss_equals_per_token_cross_entropy(model, toy_tokenizer):
 
 
 @pytest.mark.slow
-def test_flex_block_mask_matches_additive_mask(toy_tokenizer):
+@pytest.mark.parametrize("mode", ["canonical", "reprefill"])
+def test_flex_block_mask_matches_additive_mask(toy_tokenizer, mode):
     """The GPU path (FlexAttention + BlockMask from collate) gives the same logits, checked on CPU (forward only).
 
-    One compile (~10 s). Static shapes: with automatic dynamic shapes, torch 2.13's CPU inductor fails to
-    compile flex attention for a second sequence length (C++ error ``cur_kvSplitSize5 was not declared``).
+    One compile per mode (~10 s). Static shapes: with automatic dynamic shapes, torch 2.13's CPU inductor fails
+    to compile flex attention for a second sequence length (C++ error ``cur_kvSplitSize5 was not declared``).
     """
     import torch._dynamo
 
-    _, view = _case(3, toy_tokenizer)
+    case, _ = _case(3, toy_tokenizer)
+    view = build_view(case.ids, toy_tokenizer, mode=mode, prompt_length=case.prompt_length)
     flex_model = build_model(toy_tokenizer, seed=1, attn_implementation="flex_attention")
     batch = collate([view], toy_tokenizer.pad_token_id, attention="flex", device="cpu")
     with torch._dynamo.config.patch(automatic_dynamic_shapes=False), torch.no_grad():

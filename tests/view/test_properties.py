@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from npr_toolkit.view import IGNORE, build_view, collate, tokenize_completion
-from npr_toolkit.view.masks import additive, mask_mod, stack_paths
+from npr_toolkit.view.masks import additive, mask_mod, stack
 
 from .trees import Case, HypothesisDraw, Tree, expected_labels, expected_mask, make_case, random_tree
 
@@ -123,5 +123,5 @@ def test_flex_mask_mod_equals_collate_bool_mask(toy_tokenizer, batch_trees):
     length = max(len(v) for v in views)
     dense = collate(views, toy_tokenizer.pad_token_id, attention="bool")["attention_mask"]
     assert dense.dtype == torch.bool
-    flex = create_mask(mask_mod(*stack_paths(views, length)), len(views), 1, length, length, device="cpu")
+    flex = create_mask(mask_mod(*stack(views, length)), len(views), 1, length, length, device="cpu")
     assert torch.equal(flex, dense)

@@ -1,10 +1,11 @@
-"""Random NPR trees for the view tests, and what DESIGN §3 says about each of their tokens.
+"""Random NPR trees for the view tests, and what docs/design.md §3 and §3b say about each of their tokens.
 
 A tree is trunk text and blocks; a block's branches hold text and, at depth 2, nested blocks.
-``make_case`` renders a tree the way the engine writes it and annotates it one entry per toy token
-(the toy tokenizer is char-level and tags are single tokens): the token's branch path, its position
-and whether the model generated it, all derived from the tree itself, not from the view. It also
-records the fork/join schedule, so a test can replay the tree through a KV cache like the engine.
+``make_case`` renders a tree the way the engine writes it and annotates it one entry per token (toy
+or Qwen3 tokenizer; tags are single tokens): the token's branch path, its position and whether the
+model generated it, all derived from the tree itself, not from the view. It also records the
+fork/join schedule, so a test can replay the tree through a KV cache like the engine, or list the
+linear requests a stock server runs (``requests``, §3b).
 
 The same generator serves hypothesis (``HypothesisDraw``) and seeded loops (``RandomDraw``).
 """
@@ -143,8 +144,14 @@ class Case:
 
 
 class _Emitter:
-    def __init__(self, start: int):
+    """Writes the tree as the engine does. Each ``emit`` is one piece of ``tokenize_completion`` (a tag,
+    a step number, or the text between two tags), so the token ids are the engine's for any tokenizer."""
+
+    def __init__(self, tokenizer, start: int):
+        self.tokenizer = tokenizer
         self.toks: list[Tok] = []
+        self.ids: list[int] = []
+        self.text = ""
         self.pos = start
         self.uids = 0
         self.start = start
@@ -152,10 +159,15 @@ class _Emitter:
         self.current = self.schedule
 
     def emit(self, text: str, path: tuple, generated: bool, *, tag: bool = False) -> None:
-        pieces = [text] if tag else list(text)
-        for piece in pieces:
+        self.text += text
+        if tag:
+            ids = [self.tokenizer.convert_tokens_to_ids(text)]
+        else:
+            ids = self.tokenizer.encode(text, add_special_tokens=False) if text else []
+        for token_id in ids:
             index = self.start + len(self.toks)
-            self.toks.append(Tok(piece, path, self.pos, generated))
+            self.toks.append(Tok(self.tokenizer.convert_ids_to_tokens(token_id), path, self.pos, generated))
+            self.ids.append(token_id)
             self.pos += 1
             last = self.current[-1] if self.current else None
             if isinstance(last, range) and last.stop == index:
@@ -164,11 +176,15 @@ class _Emitter:
                 self.current.append(range(index, index + 1))
 
     def items(self, items: list[str | Block], path: tuple) -> None:
+        text = ""  # adjacent strings are one piece of text
         for item in items:
             if isinstance(item, Block):
+                self.emit(text, path, True)
+                text = ""
                 self.block(item, path)
             else:
-                self.emit(item, path, True)
+                text += item
+        self.emit(text, path, True)
 
     def block(self, b: Block, path: tuple) -> None:
         self.emit(tags.GUIDELINE_OPEN, path, True, tag=True)
@@ -191,8 +207,7 @@ class _Emitter:
             self.emit(tags.STEP_OPEN, own, False, tag=True)
             if b.numbered:
                 self.emit(tags.STEP_NUMBER.format(i=i), own, False)
-            self.items(content, own)
-            self.emit("\n", own, True)
+            self.items([*content, "\n"], own)
             self.emit(tags.STEP_CLOSE, own, True, tag=True)
             ends.append(self.pos - 1)
         self.current, self.pos = parent, max(ends) + 1
@@ -207,17 +222,16 @@ def chat_prompt(question: str) -> str:
 
 
 def make_case(tree: Tree, tokenizer) -> Case:
-    """Render ``tree`` and annotate it for a char-level tokenizer (the toy one)."""
+    """Render ``tree`` and annotate it token by token (toy char-level or real Qwen3 tokenizer)."""
     prompt_text = chat_prompt(tree.prompt)
     prompt_ids = tokenizer.encode(prompt_text, add_special_tokens=False)
-    emitter = _Emitter(len(prompt_ids))
+    emitter = _Emitter(tokenizer, len(prompt_ids))
     emitter.items(tree.items, ())
     prompt = [Tok(tokenizer.convert_ids_to_tokens(i), (), p, False) for p, i in enumerate(prompt_ids)]
-    completion_ids = [tokenizer.convert_tokens_to_ids(t.piece) for t in emitter.toks]
     return Case(
-        text="".join(t.piece for t in emitter.toks),
+        text=emitter.text,
         prompt_text=prompt_text,
-        ids=prompt_ids + completion_ids,
+        ids=prompt_ids + emitter.ids,
         prompt_length=len(prompt_ids),
         toks=prompt + emitter.toks,
         schedule=[range(0, len(prompt_ids)), *emitter.schedule],
@@ -244,3 +258,35 @@ def expected_labels(case: Case, mask: torch.Tensor) -> torch.Tensor:
     first = later.int().argmax(0)  # first s that sees t (argmax returns the first maximum)
     ok = later.any(0) & case.generated[first]
     return torch.where(ok, torch.tensor(case.ids)[first], -100)
+
+
+# ---------------------------------------------------------------------------------------------
+# docs/design.md §3b: the same tree as the linear requests a stock server runs
+
+
+@dataclass
+class Req:
+    text: list[int]  # token indices of the whole request, in order: its prompt, then what it added
+    own: list[int]  # the indices it added (sampled tokens and the engine's inserted headers)
+
+
+def requests(case: Case) -> list[Req]:
+    """The requests of ``case`` (§3b), from its schedule alone: a request runs until its block forks;
+    branch i continues the text so far; the join request re-reads every branch, in order."""
+    out: list[Req] = []
+
+    def walk(schedule: list[range | Fork], prefix: list[int]) -> list[int]:
+        text, own = list(prefix), []
+        for step in schedule:
+            if isinstance(step, range):
+                text += step
+                own += step
+                continue
+            out.append(Req(text, own))
+            branches = [walk(branch, text)[len(text) :] for branch in step.branches]
+            text, own = text + [t for branch in branches for t in branch], []
+        out.append(Req(text, own))
+        return text
+
+    walk(case.schedule, [])
+    return out

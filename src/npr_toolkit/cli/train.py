@@ -79,8 +79,16 @@ def sft(
     max_length: Annotated[
         int | None, typer.Option("--max-length", help="Longest record in tokens; longer ones are dropped.", min=1)
     ] = None,
+    semantics: Annotated[
+        str | None,
+        typer.Option(
+            "--semantics",
+            help="canonical (torch engine), reprefill (exact on stock SGLang/vLLM servers) or npr-compat (official "
+            "NPR code); recorded in the checkpoint.",
+        ),
+    ] = None,
     view_mode: Annotated[
-        str | None, typer.Option("--view-mode", help="canonical (DESIGN §3) or npr-compat (official NPR code).")
+        str | None, typer.Option("--view-mode", help="Former name of --semantics (canonical or npr-compat).")
     ] = None,
     attn_implementation: Annotated[
         str | None, typer.Option("--attn-implementation", help="flex_attention (GPU), sdpa or eager.")
@@ -100,6 +108,7 @@ def sft(
         gradient_accumulation_steps=gradient_accumulation_steps,
         num_train_epochs=num_train_epochs,
         max_length=max_length,
+        semantics=semantics,
         view_mode=view_mode,
         attn_implementation=attn_implementation,
         seed=seed,
@@ -131,10 +140,11 @@ def _print_report(report: SFTReport) -> None:
     table.add_column("value", justify="right")
     dropped = ", ".join(f"{n} {kind}" for kind, n in sorted(report.dropped.items())) or "none"
     loss = "-" if report.first_loss is None else f"{report.first_loss:.4f} -> {report.last_loss:.4f}"
+    view = report.view_mode if report.view_mode == report.semantics else f"{report.view_mode} (as {report.semantics})"
     for name, value in (
         ("records read / trained", f"{report.records} / {report.trained}"),
         ("dropped", dropped),
-        ("view / attention", f"{report.view_mode} / {report.attn_implementation}"),
+        ("semantics / attention", f"{view} / {report.attn_implementation}"),
         ("optimizer steps", str(report.steps)),
         ("logged loss (first -> last)", loss),
         ("mean train loss", f"{report.train_loss:.4f}"),

@@ -3,13 +3,15 @@
 Each Beta record (``{"id", "messages", "answer", "stats"}``) is tokenized as the engine emits it
 (``view.tokenize_completion``: prompt = chat template of the turns before the assistant's, with the
 generation prompt; completion = the assistant text + eos). ``TreeCollator`` turns the ids into the
-DESIGN §3 view (positions, tree targets, 4D mask or BlockMask) and batches them; TRL's fused LM head
-then scores exactly the tree targets, and ``NPRSFTTrainer`` only replaces ``compute_loss`` so a
-FlexAttention BlockMask works and the ``num_tokens`` metric counts tokens (notes/trl-tree-training.md §2.4).
+view of the configured semantics (docs/design.md §3 canonical, §3b reprefill: trie-packed, or the
+official npr-compat; positions, targets, 4D mask or BlockMask) and batches them; TRL's fused LM head
+then scores exactly the view's targets, and ``NPRSFTTrainer`` only replaces ``compute_loss`` so a
+FlexAttention BlockMask works and the ``num_tokens`` metric counts tokens (docs/design.md §8).
 
 ``run_sft(model, data, out)`` is the whole stage: load model + tokenizer, add the tag tokens, read and
 check the records (bad, too long or malformed ones are counted and reported, never silently dropped),
-train, save model + tokenizer + ``sft_report.json`` to ``out``.
+record the semantics in the model's config (so every checkpoint, intermediate ones included, carries
+``npr_semantics``), train, save model + tokenizer + ``sft_report.json`` to ``out``.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from trl import SFTTrainer
 
 from npr_toolkit.data.io import InputError, read_records, write_json_atomic
 from npr_toolkit.data.records import BetaExample, describe_error
-from npr_toolkit.view import ViewError, build_view, collate, tokenize_completion
+from npr_toolkit.view import ViewError, ViewMode, build_view, collate, tokenize_completion
 from npr_toolkit.view.batch import Attention
+from npr_toolkit.view.semantics import read_semantics, record_semantics
 
 from .loading import load_pretrained
 from .sft_config import NPRSFTConfig, load_sft_config
@@ -54,7 +57,8 @@ class SFTReport(BaseModel):
     model: str
     data: str
     out: str
-    view_mode: str
+    semantics: str  # recorded in the checkpoint: canonical | reprefill
+    view_mode: str  # the training view: canonical | reprefill | npr-compat
     attn_implementation: str
     records: int
     trained: int
@@ -80,27 +84,28 @@ class TreeCollator:
     """Pre-tokenized examples (``input_ids``, ``prompt_length``) -> one batch of the training view.
 
     Returns only model inputs: ``input_ids``, ``attention_mask`` (bool or additive 4D, or a
-    BlockMask), ``position_ids``, ``labels`` (TRL convention) and ``shift_labels`` (tree targets).
+    BlockMask), ``position_ids``, ``labels`` (TRL convention) and ``shift_labels`` (the view's targets).
+    With ``mode="reprefill"`` every row is its trie-packed sequence, longer than the record.
     """
 
     def __init__(
         self,
         tokenizer,
         *,
-        view_mode: str = "canonical",
+        mode: ViewMode = "canonical",
         attention: Attention = "additive",
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
     ):
         self.tokenizer = tokenizer
-        self.view_mode = view_mode
+        self.mode = mode
         self.attention = attention
         self.dtype = dtype
         self.device = device
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         views = [
-            build_view(f["input_ids"], self.tokenizer, mode=self.view_mode, prompt_length=f["prompt_length"])
+            build_view(f["input_ids"], self.tokenizer, mode=self.mode, prompt_length=f["prompt_length"])
             for f in features
         ]
         return collate(views, self.tokenizer.pad_token_id, self.dtype, self.attention, self.device)
@@ -121,12 +126,13 @@ def prepare_examples(
     tokenizer,
     *,
     max_length: int | None,
-    view_mode: str,
+    mode: ViewMode,
 ) -> tuple[list[dict[str, Any]], list[Dropped], int]:
     """Tokenize and check every record: (examples, dropped records, records read).
 
-    A record is dropped when it is not a Beta example, does not fit ``max_length`` (never truncated:
-    a cut tree teaches unclosed branches) or is not a well-formed tree under the view.
+    A record is dropped when it is not a Beta example, is not a well-formed tree under the view, or
+    does not fit ``max_length`` (never truncated: a cut tree teaches unclosed branches). The length
+    that counts is the view's, what the model reads: the packed sequence under ``reprefill``.
     """
     examples, dropped, count = [], [], 0
     for where, data, error in records:
@@ -144,14 +150,15 @@ def prepare_examples(
             dropped.append(Dropped(where=where, id=example.id, kind="invalid", reason=reason))
             continue
         ids, prompt_length = encode_messages(tokenizer, [m.model_dump() for m in example.messages])
-        if max_length is not None and len(ids) > max_length:
-            reason = f"{len(ids)} tokens > max_length {max_length}"
-            dropped.append(Dropped(where=where, id=example.id, kind="too_long", reason=reason))
-            continue
         try:
-            build_view(ids, tokenizer, mode=view_mode, prompt_length=prompt_length)
+            view = build_view(ids, tokenizer, mode=mode, prompt_length=prompt_length)
         except ViewError as exc:
             dropped.append(Dropped(where=where, id=example.id, kind="malformed", reason=str(exc)))
+            continue
+        if max_length is not None and len(view) > max_length:
+            packed = f" ({mode} packs the record's {len(ids)})" if len(view) != len(ids) else ""
+            reason = f"{len(view)} tokens{packed} > max_length {max_length}"
+            dropped.append(Dropped(where=where, id=example.id, kind="too_long", reason=reason))
             continue
         examples.append({"id": example.id, "input_ids": ids, "prompt_length": prompt_length})
     return examples, dropped, count
@@ -239,9 +246,7 @@ def run_sft(
 
     records = list(_beta_records(data))  # read first: a missing file fails before the model loads
     model_obj, tokenizer = load_model(model, config)
-    examples, dropped, count = prepare_examples(
-        records, tokenizer, max_length=config.max_length, view_mode=config.view_mode
-    )
+    examples, dropped, count = prepare_examples(records, tokenizer, max_length=config.max_length, mode=config.semantics)
     kinds = Counter(d.kind for d in dropped)
     for d in dropped[:10]:
         logger.warning("%s: dropped (%s): %s", d.where, d.kind, d.reason)
@@ -250,9 +255,16 @@ def run_sft(
     if not examples:
         raise InputError(f"{data if isinstance(data, str | Path) else '<data>'}: no usable record ({dict(kinds)})")
 
+    try:
+        base, recorded = read_semantics(model_obj.config)
+    except ValueError as exc:
+        raise InputError(f"{model}: {exc}") from None
+    if recorded and base != config.recorded_semantics:
+        logger.warning("%s was trained %s; this run trains %s and records it", model, base, config.recorded_semantics)
+    record_semantics(model_obj.config, config.recorded_semantics)  # before any checkpoint is written
     collator = TreeCollator(
         tokenizer,
-        view_mode=config.view_mode,
+        mode=config.semantics,
         attention=ATTENTION_FOR[config.attn_implementation],
         dtype=model_obj.dtype,
         device=config.device,
@@ -274,7 +286,8 @@ def run_sft(
         model=str(model),
         data=str(data) if isinstance(data, str | Path) else "<data>",
         out=str(out),
-        view_mode=config.view_mode,
+        semantics=config.recorded_semantics,
+        view_mode=config.semantics,
         attn_implementation=config.attn_implementation,
         records=count,
         trained=len(examples),

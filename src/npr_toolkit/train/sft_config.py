@@ -2,9 +2,17 @@
 
 Defaults follow the paper's NPR-Beta stage (lr 1e-6 cosine, 5% warmup, weight decay 0.1, one epoch,
 sequences up to 32k tokens). The settings that a tree-structured batch needs from TRL (our own
-collator, no dataset preparation, no packing, see ``notes/trl-tree-training.md``) are fixed and
-checked. Device-dependent fields left unset resolve in ``__post_init__``: bf16 autocast,
-FlexAttention and activation checkpointing on GPU; float32, SDPA and no checkpointing on CPU.
+collator, no dataset preparation, no packing, see docs/design.md §8) are fixed and checked.
+Device-dependent fields left unset resolve in ``__post_init__``: bf16 autocast, FlexAttention and
+activation checkpointing on GPU; float32, SDPA and no checkpointing on CPU.
+
+One knob says what the model learns to compute: ``semantics``. People choose it by where the model
+will be decoded (``canonical``: the project's torch engine splices KV at a join; ``reprefill``: a
+stock SGLang/vLLM server re-reads the branches), so it is named after that, and it is what the
+checkpoint records (``npr_semantics`` in config.json). The official NPR-Beta code's masks and
+positions are a third value of the same knob, ``npr-compat``: an approximation of ``canonical`` kept
+to continue from released NPR checkpoints, recorded as ``canonical``. The former field ``view_mode``
+(canonical | npr-compat) is still read, as an alias, so old configs keep working.
 
 YAML files (``configs/sft.yaml``) hold the same field names; ``load_sft_config`` merges a file with
 keyword overrides (CLI flags win).
@@ -12,15 +20,18 @@ keyword overrides (CLI flags win).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trl import SFTConfig
 
+from ..view import MODES
+from ..view.semantics import Semantics
 from .config import DeviceFields, load_config, resolve_device_defaults
 
-VIEW_MODES = ("canonical", "npr-compat")
+logger = logging.getLogger(__name__)
 ATTN_IMPLEMENTATIONS = ("flex_attention", "sdpa", "eager")
 MODEL_DTYPES = ("float32", "bfloat16", "float16", "auto")
 
@@ -30,12 +41,19 @@ class NPRSFTConfig(DeviceFields, SFTConfig):
     """``SFTConfig`` for NPR-Beta: the parallel training view on TRL's ``SFTTrainer``."""
 
     # --- NPR fields
-    view_mode: str = field(
-        default="canonical",
+    semantics: str | None = field(
+        default=None,
         metadata={
-            "help": "Training view: 'canonical' (DESIGN §3, what the exact engine computes) or 'npr-compat' (the "
-            "official NPR-Beta code's masks and positions, to continue from released NPR checkpoints)."
+            "help": "What the model learns to compute, so which engines decode it exactly: 'canonical' (a join "
+            "splices the branches' KV: the torch engine and `npr serve`), 'reprefill' (a join re-reads the "
+            "branches as a stock SGLang/vLLM server does: exact there and on the torch engine; training reads the "
+            "re-read tokens too) or 'npr-compat' (the official NPR-Beta code's masks and positions, to continue "
+            "from released NPR checkpoints; recorded as canonical). Recorded in the checkpoint. Unset: canonical."
         },
+    )
+    view_mode: str | None = field(
+        default=None,
+        metadata={"help": "Former name of `semantics` (canonical or npr-compat), still read by old configs."},
     )
     attn_implementation: str | None = field(
         default=None,
@@ -66,8 +84,9 @@ class NPRSFTConfig(DeviceFields, SFTConfig):
     max_length: int | None = field(
         default=32768,
         metadata={
-            "help": "Longest prompt + completion in tokens; longer records are dropped and counted, never "
-            "truncated (a cut tree would teach unclosed branches). None: no limit."
+            "help": "Longest sequence the model reads, in tokens (prompt + completion; with reprefill the packed "
+            "sequence, re-read branches included); longer records are dropped and counted, never truncated (a "
+            "cut tree would teach unclosed branches). None: no limit."
         },
     )
     report_to: str | list[str] = field(
@@ -89,8 +108,7 @@ class NPRSFTConfig(DeviceFields, SFTConfig):
         if self.attn_implementation is None:
             self.attn_implementation = "flex_attention" if gpu else "sdpa"
         super().__post_init__()
-        if self.view_mode not in VIEW_MODES:
-            raise ValueError(f"view_mode {self.view_mode!r}: choose one of {', '.join(VIEW_MODES)}")
+        self._resolve_semantics()
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ValueError(
                 f"attn_implementation {self.attn_implementation!r}: choose one of {', '.join(ATTN_IMPLEMENTATIONS)}"
@@ -111,6 +129,27 @@ class NPRSFTConfig(DeviceFields, SFTConfig):
             raise ValueError(
                 "loss_type must be 'nll' and assistant_only_loss False: the view's labels are the loss mask"
             )
+
+    def _resolve_semantics(self) -> None:
+        """Fold the former ``view_mode`` into ``semantics`` (once: ``dataclasses.replace`` sees None)."""
+        if self.view_mode is not None:
+            if self.view_mode not in ("canonical", "npr-compat"):
+                raise ValueError(f"view_mode {self.view_mode!r}: choose canonical or npr-compat (or set semantics)")
+            if self.semantics not in (None, self.view_mode):
+                raise ValueError(
+                    f"view_mode {self.view_mode!r} and semantics {self.semantics!r} disagree: set semantics only"
+                )
+            logger.warning("view_mode is the former name of semantics: write semantics: %s", self.view_mode)
+            self.semantics, self.view_mode = self.view_mode, None
+        if self.semantics is None:
+            self.semantics = "canonical"
+        if self.semantics not in MODES:
+            raise ValueError(f"semantics {self.semantics!r}: choose one of {', '.join(MODES)}")
+
+    @property
+    def recorded_semantics(self) -> Semantics:
+        """What the checkpoint records: npr-compat approximates canonical, so it is recorded as canonical."""
+        return "reprefill" if self.semantics == "reprefill" else "canonical"
 
 
 def load_sft_config(path: str | Path | None = None, **overrides: Any) -> NPRSFTConfig:

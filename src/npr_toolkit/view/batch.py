@@ -1,6 +1,8 @@
 """Batching views for TRL/transformers: right padding, 4D masks, ``labels`` and ``shift_labels``.
 
-The SFT collator and PAPO's log-prob recomputation both call ``collate``. ``labels`` follows the
+The SFT collator and PAPO's log-prob recomputation both call ``collate``; views of any mode mix in
+one batch (one visibility rule, ``masks.py``). Per-position results of a row go back to the original
+tokens with ``TreeView.gather``. ``labels`` follows the
 TRL convention (``labels[:, t+1] = target of t``) so every code path that shifts internally scores
 the tree targets, and ``num_items_in_batch`` counts exactly the targets (see the TRL note).
 """
@@ -45,20 +47,22 @@ def collate(
     if attention == "flex":
         mask = masks.block_mask(views, device, length)
     else:
-        blocks, branches, valid = masks.stack_paths(views, length)
-        causal = torch.ones(length, length, dtype=torch.bool).tril_()
+        blocks, branches, ends, valid = masks.stack(views, length)
+        query = torch.arange(length)[:, None]
+        key = torch.arange(length)[None, :]
         allowed = (
-            causal
+            (key <= query)
+            & (query < ends[:, None, :])
             & valid[:, None, :]
+            & valid[:, :, None]
             & masks.visible(
                 blocks.transpose(0, 1)[:, :, :, None],
                 branches.transpose(0, 1)[:, :, :, None],
                 blocks.transpose(0, 1)[:, :, None, :],
                 branches.transpose(0, 1)[:, :, None, :],
             )
-        )
-        allowed &= valid[:, :, None]  # padding rows see only themselves: no NaN rows, no reads of real tokens
-        allowed |= torch.eye(length, dtype=torch.bool)
+        )  # (B, L, L)
+        allowed |= torch.eye(length, dtype=torch.bool)  # padding rows see only themselves: no NaN rows
         mask = allowed[:, None] if attention == "bool" else masks.additive(allowed, dtype)[:, None]
     return {
         "input_ids": input_ids,
@@ -67,3 +71,13 @@ def collate(
         "labels": labels,
         "shift_labels": shift_labels,
     }
+
+
+def completion_values(views: Sequence[TreeView], values: torch.Tensor, fill: float = 0.0) -> list[torch.Tensor]:
+    """Per-position results of a collated batch -> one value per completion token of each view's sequence.
+
+    ``values`` is (B, L) and aligned with ``shift_labels`` (e.g. TRL's fused ``log_probs``: log π of each
+    position's target). Row b becomes (L_b - prompt_length_b,), in the order of the original completion,
+    whatever the view's layout; ``fill`` where a token is no target (an inserted header, a forced tag).
+    """
+    return [view.gather(values[b, : len(view)], fill)[view.prompt_length :] for b, view in enumerate(views)]

@@ -1,8 +1,11 @@
-"""Attention masks from the compact per-token branch path (DESIGN §3 visibility).
+"""Attention masks from the compact per-token structure of a view (docs/design.md §3, §3b).
 
-Query t may attend key s <= t iff, at every nesting depth where both sit inside the same block,
-they sit in the same branch. The path is (D, L) block uids and branch indices, so a mask is made
-in O(D·L) memory as a FlexAttention ``mask_mod``/``BlockMask``, or densely for short sequences.
+One rule covers every mode: query t may attend key s iff ``s <= t < subtree_end[s]`` and, at every
+nesting depth where both sit inside the same block, they sit in the same branch. The canonical and
+npr-compat views use the branch paths ((D, N) block uids and branch indices) with ``subtree_end = N``;
+the re-prefill view is a prefix tree in pre-order, where ``[s, subtree_end[s])`` is s's subtree, and has
+no paths (D = 0). So a mask is made in O(D·N) memory as a FlexAttention ``mask_mod``/``BlockMask``, or
+densely for short sequences.
 """
 
 from __future__ import annotations
@@ -24,12 +27,15 @@ def visible(
     return ~conflict.any(0)
 
 
-def dense(block_ids: torch.Tensor, branch_ids: torch.Tensor) -> torch.Tensor:
-    """(L, L) bool mask of one sequence: causal and branch-compatible."""
-    n = block_ids.shape[-1]
-    causal = torch.ones(n, n, dtype=torch.bool).tril_()
-    return causal & visible(
-        block_ids[:, :, None], branch_ids[:, :, None], block_ids[:, None, :], branch_ids[:, None, :]
+def dense(block_ids: torch.Tensor, branch_ids: torch.Tensor, subtree_end: torch.Tensor) -> torch.Tensor:
+    """(N, N) bool mask of one view: s <= t < subtree_end[s], and branch-compatible."""
+    n = subtree_end.numel()
+    query = torch.arange(n)[:, None]
+    key = torch.arange(n)[None, :]
+    return (
+        (key <= query)
+        & (query < subtree_end[None, :])
+        & visible(block_ids[:, :, None], branch_ids[:, :, None], block_ids[:, None, :], branch_ids[:, None, :])
     )
 
 
@@ -42,11 +48,13 @@ def additive(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Te
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
 
 
-def mask_mod(block_ids: torch.Tensor, branch_ids: torch.Tensor, valid: torch.Tensor) -> Callable:
-    """FlexAttention mask_mod over a batch: (B, D, L) paths and (B, L) valid (non-pad) flags."""
+def mask_mod(
+    block_ids: torch.Tensor, branch_ids: torch.Tensor, subtree_end: torch.Tensor, valid: torch.Tensor
+) -> Callable:
+    """FlexAttention mask_mod over a batch: (B, D, L) paths, (B, L) subtree ends and (B, L) valid (non-pad) flags."""
 
     def mod(b, h, q, kv):
-        ok = (kv <= q) & valid[b, kv] & valid[b, q]
+        ok = (kv <= q) & (q < subtree_end[b, kv]) & valid[b, kv] & valid[b, q]
         for d in range(block_ids.shape[1]):
             qb, kb = block_ids[b, d, q], block_ids[b, d, kv]
             ok = ok & ~((qb == kb) & (qb >= 0) & (branch_ids[b, d, q] != branch_ids[b, d, kv]))
@@ -55,18 +63,24 @@ def mask_mod(block_ids: torch.Tensor, branch_ids: torch.Tensor, valid: torch.Ten
     return mod
 
 
-def stack_paths(views: Sequence[TreeView], length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-pad the views' paths to ``length`` -> (B, D, L) block, (B, D, L) branch, (B, L) valid."""
+def stack(views: Sequence[TreeView], length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad the views' structure to ``length``.
+
+    Returns (B, D, L) block ids, (B, D, L) branch ids, (B, L) subtree ends and (B, L) valid flags; D is
+    the deepest view's (a re-prefill view has none, so a batch of them has D = 0).
+    """
     depth = max(v.block_ids.shape[0] for v in views)
     blocks = torch.full((len(views), depth, length), -1, dtype=torch.long)
     branches = torch.full_like(blocks, -1)
+    ends = torch.zeros(len(views), length, dtype=torch.long)
     valid = torch.zeros(len(views), length, dtype=torch.bool)
     for i, v in enumerate(views):
         d, n = v.block_ids.shape
         blocks[i, :d, :n] = v.block_ids
         branches[i, :d, :n] = v.branch_ids
-        valid[i, :n] = True
-    return blocks, branches, valid
+        ends[i, : len(v)] = v.subtree_end
+        valid[i, : len(v)] = True
+    return blocks, branches, ends, valid
 
 
 def block_mask(views: Sequence[TreeView], device: str | torch.device, length: int | None = None):
@@ -74,8 +88,7 @@ def block_mask(views: Sequence[TreeView], device: str | torch.device, length: in
     from torch.nn.attention.flex_attention import create_block_mask
 
     length = length or max(len(v) for v in views)
-    blocks, branches, valid = (t.to(device) for t in stack_paths(views, length))
-    mod = mask_mod(blocks, branches, valid)
+    mod = mask_mod(*(t.to(device) for t in stack(views, length)))
     # Eager create_block_mask materialises (B, L, L) while building; compiled it stays O(L) (CUDA).
     compiled = torch.device(device).type == "cuda"
     return create_block_mask(mod, len(views), None, length, length, device=device, _compile=compiled)
