@@ -1,5 +1,6 @@
 """PAPO on TRL: the loss is exactly -A·log π (token mean) through the tree view, advantages are
-normalised over the whole batch, filtered rollouts carry no gradient, and the CLI runs end to end."""
+normalised over the kept rollouts of the batch, filtered rollouts carry no gradient and no statistics,
+the filter demands the engine's structure, groups and seeds are per process, and the CLI runs end to end."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import pytest
 import torch
 from datasets import Dataset
 
+from npr_toolkit.engine import Generation, GenerationStats
 from npr_toolkit.toy import build_model, build_tokenizer
 from npr_toolkit.toy.task import PROMPT_TEMPLATE, make_problems, noisy_trajectory, reference_trajectory
-from npr_toolkit.train.papo import PAPOTrainer
+from npr_toolkit.train.papo import PAPOTrainer, papo_filter, passes, rollout_seeds, split_groups
 from npr_toolkit.train.papo_config import PAPOConfig
+from npr_toolkit.train.rewards import papo_reward
 from npr_toolkit.view import build_view, causal_view, collate, tokenize_completion
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -155,6 +158,98 @@ def test_advantages_subtract_group_mean_and_divide_by_batch_std(tmp_path):
         assert logged[name], name
 
 
+STRICT = reference_trajectory("(1+2)+(3+4)")  # answer 10
+WRONG = STRICT.replace("\\boxed{10}", "\\boxed{11}")
+
+
+def _paper_group(completions, **kwargs):
+    """Every group of four is the paper's example: correct, wrong, filtered, filtered (whatever was sampled)."""
+    n = len(completions)
+    texts = [STRICT if i % 4 in (0, 2) else WRONG for i in range(n)]
+    return papo_reward(completions, answer=["10"] * n, npr_valid=[i % 4 < 2 for i in range(n)], npr_text=texts)
+
+
+def test_filtered_rollouts_are_left_out_of_the_statistics_and_get_advantage_zero(tmp_path):
+    trainer, _, model = _trainer(tmp_path, reward_funcs=[_paper_group], batch=8, groups=4)
+    inputs = [row for row in trainer.train_dataset for _ in range(4)]
+    model.train()
+    advantages = trainer._generate_and_score_completions(inputs)["advantages"]
+    # kept rewards [1, -1] per group: group mean 0, batch std over the kept four only (Bessel): sqrt(4/3)
+    expected = torch.tensor([1.0, -1.0, 0.0, 0.0] * 2) / ((4 / 3) ** 0.5 + 1e-4)
+    assert torch.allclose(advantages, expected, atol=1e-5), advantages
+
+
+def _generation(text: str, finish_reason: str = "stop") -> Generation:
+    return Generation(
+        prompt_ids=[1],
+        completion_ids=[2],
+        text=text,
+        logprobs=[-0.1],
+        inserted=[False],
+        finish_reason=finish_reason,
+        stats=GenerationStats(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        (STRICT, True),
+        (STRICT.replace("<plan>1: 1+2</plan>", "<plan>first</plan>"), True),  # lenient: numbering is style
+        ("1+2+3+4 = \\boxed{10}", False),  # no block: not a parallel answer
+        (STRICT.replace("\\boxed{10}", "10"), False),  # a tree without a final \boxed{}
+        (STRICT.replace("</takeaway>", ""), False),  # malformed
+    ],
+)
+def test_papo_filter_demands_a_block_and_a_final_answer(text, kept):
+    assert passes(_generation(text), papo_filter("lenient")(text), drop_truncated=True) is kept
+
+
+def test_truncated_rollouts_are_dropped_unless_configured():
+    cut = _generation(STRICT, finish_reason="length")
+    verdict = papo_filter("lenient")(STRICT)
+    assert PAPOConfig(output_dir="unused", use_cpu=True).drop_truncated
+    assert not passes(cut, verdict, drop_truncated=True)
+    assert passes(cut, verdict, drop_truncated=False)
+    assert not passes(_generation(STRICT, finish_reason="malformed"), verdict, drop_truncated=False)
+
+
+def test_groups_must_be_whole_on_each_process():
+    # 2 processes x 8 entries with num_generations 16: each process would hold half of one group
+    entries = ["p0"] * 16
+    for local in (entries[:8], entries[8:]):
+        with pytest.raises(ValueError, match="not whole groups of num_generations"):
+            split_groups(local, 16)
+    assert split_groups(["a", "a", "b", "b"], 2) == ["a", "b"]
+    with pytest.raises(ValueError, match="copies of one prompt"):
+        split_groups(["a", "a", "a", "b"], 2)
+
+
+def test_rollout_seeds_fold_in_the_process_and_the_step():
+    seeds = {(step, rank): rollout_seeds(42, step, rank, 4) for step in (0, 1) for rank in (0, 1, 2)}
+    assert seeds[(0, 0)] == rollout_seeds(42, 0, 0, 4)  # reproducible
+    flat = [s for values in seeds.values() for s in values]
+    assert len(set(flat)) == len(flat)  # no two prompts, ranks or steps share a sampling stream
+    assert all(0 <= s < 2**32 for s in flat)
+
+
+def test_papo_with_too_few_problems_for_one_step_exits_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from npr_toolkit.cli.main import app
+
+    problems = tmp_path / "p.jsonl"
+    problems.write_text("".join(json.dumps(p) + "\n" for p in make_problems(8, seed=0)))
+    out = tmp_path / "out"
+    args = ["train", "papo", "--model", str(tmp_path / "never-loaded"), "--problems", str(problems), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "1"])
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())  # the console wraps long lines
+    assert "8 problems cannot fill one step, which takes 16 distinct prompts" in message
+    assert "lower per_device_train_batch_size to 128" in message
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_papo_cli_runs_and_reports(tmp_path):
     from typer.testing import CliRunner
@@ -168,20 +263,23 @@ def test_papo_cli_runs_and_reports(tmp_path):
     template = tmp_path / "t.txt"
     template.write_text(PROMPT_TEMPLATE)
     out = tmp_path / "papo"
-    result = CliRunner().invoke(
-        app,
-        [
-            "train", "papo", "--model", str(base), "--problems", str(problems), "--out", str(out),
-            "--max-steps", "1", "--per-device-train-batch-size", "4", "--num-generations", "2",
-            "--max-completion-length", "24", "--prompt-file", str(template), "--set", "save_strategy=no",
-            "--format", "json",
-        ],
-    )  # fmt: skip
+    result_args = [
+        "train", "papo", "--model", str(base), "--problems", str(problems), "--out", str(out),
+        "--max-steps", "1", "--per-device-train-batch-size", "4", "--num-generations", "2",
+        "--max-completion-length", "24", "--prompt-file", str(template), "--set", "save_strategy=no",
+        "--format", "json",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, result_args)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout[result.stdout.index("{") :])
     assert summary["stage"] == "papo" and summary["steps"] == 1
     assert "npr/format_valid_rate" in summary["last"]
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+
+    # The random model's rollouts are all filtered: TRL logs their mean reward as None; the table skips it.
+    text = CliRunner().invoke(app, [arg for arg in result_args if arg not in ("--format", "json")])
+    assert text.exit_code == 0, text.output
+    assert "│ npr/filtered" in text.output and "│ reward" not in text.output
 
     bad = CliRunner().invoke(
         app, ["train", "papo", "--model", str(base), "--problems", str(tmp_path / "missing.jsonl"), "--out", str(out)]

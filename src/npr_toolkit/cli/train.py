@@ -211,8 +211,9 @@ def _run_rl(
         "stage": stage,
         "out": str(path),
         "steps": len(steps),
-        "first": {k: steps[0][k] for k in RL_METRICS if steps and k in steps[0]},
-        "last": {k: steps[-1][k] for k in RL_METRICS if steps and k in steps[-1]},
+        # TRL logs None for a mean over no values (e.g. the reward of a step whose rollouts were all filtered)
+        "first": {k: steps[0][k] for k in RL_METRICS if steps and steps[0].get(k) is not None},
+        "last": {k: steps[-1][k] for k in RL_METRICS if steps and steps[-1].get(k) is not None},
     }
     if output_format == "json":
         print_json(summary)

@@ -108,3 +108,23 @@ def resolve_device_defaults(config: Any) -> bool:
     if not gpu:
         config.dataloader_pin_memory = False  # nothing to pin for; torch warns otherwise
     return gpu
+
+
+def check_whole_groups(config: Any) -> None:
+    """Every process must hold whole groups of ``num_generations`` entries of one prompt.
+
+    TRL checks divisibility of the global generation batch only; its sampler then hands each process
+    a consecutive slice of ``per_device_train_batch_size × steps_per_generation`` entries, which
+    holds whole groups only when that number is a multiple of ``num_generations``.
+
+    Raises:
+        ValueError: naming the settings to change.
+    """
+    local = config.per_device_train_batch_size * config.steps_per_generation
+    if local % config.num_generations:
+        raise ValueError(
+            f"each process generates per_device_train_batch_size × steps_per_generation = "
+            f"{config.per_device_train_batch_size} × {config.steps_per_generation} = {local} completions, not a "
+            f"multiple of num_generations ({config.num_generations}): a group would be split across processes; "
+            "make that product a multiple of num_generations"
+        )

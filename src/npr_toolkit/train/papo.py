@@ -5,40 +5,109 @@ Run: ``npr train papo --model M --problems P.jsonl --out DIR [--config configs/p
 What changes from GRPO, and where:
 - rollouts come from the project's parallel engine (``rollout_func``), so the policy samples in the
   parallel form it is evaluated in; the engine's inserted headers carry no loss (``env_mask``);
-- the structural filter runs on every rollout: one that fails gets reward -1 (it lowers its group's
-  baseline) and no loss at all (all of its tokens masked) — it is never trained on as if well formed;
-- log π is recomputed through the training view (``_get_per_token_logps_and_entropies``), so
-  sibling branches are scored exactly as they were sampled (DESIGN §3);
+  each process samples its own whole groups with its own seeds (``split_groups``, ``rollout_seeds``);
+- the structural filter runs on every rollout and demands at least one block and a final
+  ``\\boxed{}``; truncated rollouts are filtered too (``drop_truncated``). A filtered rollout's
+  reward is ``None``: it is left out of the group mean and the batch std, its advantage is 0 and
+  all of its tokens are masked, so it contributes nothing to the gradient;
+- log π is recomputed through the training view (``logprobs.py``), so sibling branches are scored
+  exactly as they were sampled (DESIGN §3), with a BlockMask under FlexAttention and in TRL's chunks;
 - the loss is TRL's, configured by ``PAPOConfig`` to be -A·log π averaged over tokens with batch-level
-  advantage normalisation and no ratio, clipping or KL.
+  advantage normalisation and no ratio, clipping or KL; ``PAPOConfig`` rejects off-policy settings,
+  and every step logs ``npr/onpolicy_max_abs_diff``, the largest |rollout log-prob - trainer
+  log-prob| over trained tokens, so the guarantee can be watched.
 Everything else (logging, checkpointing, accelerate, reward functions) is TRL's.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import functools
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from trl import GRPOTrainer
 
-from ..engine import SamplingParams, TorchEngine
-from ..format import StructuralFilter
-from ..view import ViewError, build_view, causal_view, collate
+from ..engine import Generation, SamplingParams, TorchEngine
+from ..format import StructuralFilter, Verdict, get_profile
+from .logprobs import completion_logprobs, score_rows
 from .papo_config import PAPOConfig
 from .rewards import papo_reward
+
+ONPOLICY_METRIC = "npr/onpolicy_max_abs_diff"
+
+
+def split_groups(prompts: list, num_generations: int) -> list:
+    """The distinct prompts of one process's entries, which must come as whole runs of ``num_generations``.
+
+    Raises:
+        ValueError: the entries do not form whole groups (a group split across processes).
+    """
+    if len(prompts) % num_generations:
+        raise ValueError(
+            f"this process holds {len(prompts)} rollout entries, not whole groups of num_generations "
+            f"({num_generations}); make per_device_train_batch_size × steps_per_generation a multiple of it"
+        )
+    heads = prompts[::num_generations]
+    for g, head in enumerate(heads):
+        if any(p != head for p in prompts[g * num_generations : (g + 1) * num_generations]):
+            raise ValueError(f"rollout entries {g * num_generations}.. are not {num_generations} copies of one prompt")
+    return heads
+
+
+def rollout_seeds(seed: int, step: int, process_index: int, count: int) -> list[int]:
+    """One sampling seed per local prompt, distinct across steps and processes, reproducible from ``seed``."""
+    state = np.random.SeedSequence([seed, step, process_index]).generate_state(count, dtype=np.uint32)
+    return [int(s) for s in state]
+
+
+def papo_filter(profile: str) -> StructuralFilter:
+    """The named profile, plus what the engine's rollouts must show: a block and a final ``\\boxed{}``."""
+    return StructuralFilter(get_profile(profile).model_copy(update={"require_block": True, "require_answer": True}))
+
+
+def passes(generation: Generation, verdict: Verdict, drop_truncated: bool) -> bool:
+    """Whether a rollout is trained on: it passed the filter, ended cleanly, and (by default) was not cut short."""
+    if generation.finish_reason == "malformed" or (drop_truncated and generation.finish_reason == "length"):
+        return False
+    return verdict.ok
+
+
+def _not_unscored_warning(record: logging.LogRecord) -> bool:
+    """TRL warns, with the whole row, whenever a rollout has no reward: for PAPO that is every filtered one."""
+    return "All reward functions returned None" not in record.getMessage()
+
+
+@contextmanager
+def attention_kernel(model, name: str) -> Iterator[None]:
+    """Run ``model`` with another attention kernel inside the block (the engine decodes with dense masks)."""
+    before = model.config._attn_implementation
+    if before != name:
+        model.set_attn_implementation(name)
+    try:
+        yield
+    finally:
+        if before != name:
+            model.set_attn_implementation(before)
 
 
 class PAPOTrainer(GRPOTrainer):
     """GRPOTrainer whose rollouts come from the parallel engine and whose log π uses the tree view."""
 
     def __init__(self, model, args: PAPOConfig, train_dataset, processing_class, reward_funcs=None, **kwargs: Any):
-        self._structural_filter = StructuralFilter(args.filter_profile)
-        self._rollout_stats: dict[str, list[float]] = defaultdict(list)
+        self._structural_filter = papo_filter(args.filter_profile)
+        logging.getLogger("trl.trainer.grpo_trainer").addFilter(_not_unscored_warning)  # added once
+        self._policy_logps: torch.Tensor | None = None
+        if reward_funcs is None:
+            reward = functools.partial(papo_reward, grade_timeout=args.grade_timeout)
+            reward_funcs = [functools.update_wrapper(reward, papo_reward)]
         super().__init__(
             model=model,
-            reward_funcs=reward_funcs or [papo_reward],
+            reward_funcs=reward_funcs,
             args=args,
             train_dataset=train_dataset,
             processing_class=processing_class,
@@ -54,100 +123,91 @@ class PAPOTrainer(GRPOTrainer):
         return self.processing_class.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
     def _rollout(self, prompts: list, trainer: GRPOTrainer) -> dict[str, Any]:
-        """Sample one completion per entry (entries come repeated ``num_generations`` times)."""
+        """Sample one completion per entry (entries come as whole groups of ``num_generations``)."""
         args: PAPOConfig = self.args
-        groups = args.num_generations
-        unique = [self._prompt_text(p) for p in prompts[::groups]]
+        unique = [self._prompt_text(p) for p in split_groups(prompts, args.num_generations)]
         params = SamplingParams(
             max_new_tokens=args.max_completion_length,
-            temperature=args.temperature,
-            top_p=args.top_p_sampling,
-            n=groups,
-            seed=args.seed * 100_003 + self.state.global_step,
+            temperature=1.0,
+            n=args.num_generations,
             parallel=True,
             max_width=args.max_width,
             max_depth=args.max_depth,
             max_branch_tokens=args.max_branch_tokens,
         )
-        self._engine.model = self.accelerator.unwrap_model(self.model)
-        gens = self._engine.generate(unique, params)
-        verdicts = [self._structural_filter(g.text) for g in gens]
-        valid = [v.ok and g.finish_reason != "malformed" for v, g in zip(verdicts, gens, strict=True)]
-        self._record(gens, verdicts, valid)
+        seeds = rollout_seeds(args.seed, self.state.global_step, self.accelerator.process_index, len(unique))
+        policy = self.accelerator.unwrap_model(self.model)
+        self._engine.model = policy
+        with attention_kernel(policy, "sdpa"):
+            gens = self._engine.generate(unique, params, seeds=seeds)
+        kept = self._keep(gens)
         return {
             "prompt_ids": [g.prompt_ids for g in gens],
             "completion_ids": [g.completion_ids for g in gens],
-            "logprobs": [[0.0 if lp is None else lp for lp in g.logprobs] for g in gens],
+            "logprobs": [g.logprobs for g in gens],  # None (NaN in TRL) where the engine inserted the token
             # Inserted headers are never targets; filtered rollouts carry no loss at all.
-            "env_mask": [[int(ok and not ins) for ins in g.inserted] for g, ok in zip(gens, valid, strict=True)],
+            "env_mask": [[int(ok and not ins) for ins in g.inserted] for g, ok in zip(gens, kept, strict=True)],
             "npr_text": [g.text for g in gens],
-            "npr_valid": valid,
+            "npr_valid": kept,
         }
 
-    def _record(self, gens: list, verdicts: list, valid: list[bool]) -> None:
-        stats = self._rollout_stats
-        stats["npr/format_valid_rate"].append(sum(valid) / len(valid))
-        stats["npr/filtered"].append(float(len(valid) - sum(valid)))
+    def _keep(self, gens: list[Generation]) -> list[bool]:
+        """Which rollouts pass PAPO's filter; logs the rollout statistics of the step."""
+        verdicts = [self._structural_filter(g.text) for g in gens]
+        kept = [passes(g, v, self.args.drop_truncated) for g, v in zip(gens, verdicts, strict=True)]
         trees = [v.stats for v in verdicts if v.stats is not None]
-        stats["npr/parallel_rate"].append(sum(t.parallel for t in trees) / len(gens))
         widths = [w for t in trees for w in t.widths]
-        stats["npr/mean_width"].append(sum(widths) / len(widths) if widths else 0.0)
-        stats["npr/total_tokens"].append(sum(g.stats.total_tokens for g in gens) / len(gens))
-        stats["npr/critical_path_tokens"].append(sum(g.stats.critical_path_tokens for g in gens) / len(gens))
-
-    def _generate_and_score_completions(self, inputs: list[dict]) -> dict:
-        output = super()._generate_and_score_completions(inputs)
-        mode = "train" if self.model.training else "eval"
-        for name, values in self._rollout_stats.items():
-            self._metrics[mode][name].extend(values)
-        rewards = self._metrics[mode].get("reward")
-        if rewards:
-            self._metrics[mode]["npr/accuracy"].append((rewards[-1] + 1) / 2)  # reward is +1/-1
-        self._rollout_stats.clear()
-        return output
+        for name, value in {
+            "npr/format_valid_rate": sum(kept) / len(gens),
+            "npr/filtered": float(len(gens) - sum(kept)),
+            "npr/truncated": float(sum(g.finish_reason == "length" for g in gens)),
+            "npr/parallel_rate": sum(t.parallel for t in trees) / len(gens),
+            "npr/mean_width": sum(widths) / len(widths) if widths else 0.0,
+            "npr/total_tokens": sum(g.stats.total_tokens for g in gens) / len(gens),
+            "npr/critical_path_tokens": sum(g.stats.critical_path_tokens for g in gens) / len(gens),
+        }.items():
+            self._log_metric(name, value)  # averaged across processes by TRL
+        return kept
 
     # --- log π through the tree view ----------------------------------------------------------
     def _get_per_token_logps_and_entropies(
         self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, **kwargs
     ):
-        """Per completion token: log π(token | its own branch path), from one forward with the view.
-
-        TRL lays rows out as a left-padded prompt of width P followed by a right-padded completion
-        of width C. Each row is rebuilt as prompt + completion, viewed, batched with ``collate``,
-        and slot j gets the log-prob at the row's position p_b - 1 + j. Rows whose tree cannot be
-        built (filtered rollouts, masked out of the loss anyway) are scored causally.
-        """
-        prompt_width = input_ids.size(1) - logits_to_keep
-        tokenizer = self.processing_class
-        views, spans = [], []
-        for ids_row, mask_row in zip(input_ids.tolist(), attention_mask.tolist(), strict=True):
-            first = next((i for i, m in enumerate(mask_row) if m), prompt_width)
-            last = max((i for i, m in enumerate(mask_row) if m), default=prompt_width - 1) + 1
-            seq, prompt_len = ids_row[first:last], prompt_width - first
-            try:
-                view = build_view(seq, tokenizer, mode=self.args.view_mode, prompt_length=prompt_len)
-            except ViewError:
-                view = causal_view(seq, prompt_length=prompt_len)
-            views.append(view)
-            spans.append((prompt_len, last - prompt_width))
-        batch = collate(views, tokenizer.pad_token_id or 0, dtype=self.model.dtype)
-        batch = {k: v.to(input_ids.device) for k, v in batch.items()}
-        with self.accelerator.autocast():
-            out = model(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                position_ids=batch["position_ids"],
-                shift_labels=batch["shift_labels"],
-                fused_lm_head=True,
-                use_cache=False,
-            )
-        logps = input_ids.new_zeros(input_ids.size(0), logits_to_keep, dtype=out.log_probs.dtype)
-        entropies = torch.zeros_like(logps) if compute_entropy else None
-        for b, (prompt_len, length) in enumerate(spans):
-            logps[b, :length] = out.log_probs[b, prompt_len - 1 : prompt_len - 1 + length]
-            if entropies is not None:
-                entropies[b, :length] = out.entropy[b, prompt_len - 1 : prompt_len - 1 + length]
+        """Per completion token: log π(token | its own branch path), from the training view (``logprobs.py``)."""
+        rows = score_rows(input_ids, attention_mask, logits_to_keep, self.processing_class, self.args.view_mode)
+        logps, entropies = completion_logprobs(
+            model,
+            rows,
+            logits_to_keep,
+            pad_id=self.processing_class.pad_token_id or 0,
+            attn_implementation=self.accelerator.unwrap_model(model).config._attn_implementation,
+            dense_max_length=self.args.dense_mask_max_length,
+            batch_size=batch_size,
+            compute_entropy=compute_entropy,
+            autocast=self.accelerator.autocast,
+        )
+        if compute_entropy:  # only the policy pass of ``_compute_loss`` asks for entropies
+            self._policy_logps = logps.detach()
         return logps, entropies, None
+
+    def _compute_loss(self, model, inputs):
+        loss = super()._compute_loss(model, inputs)
+        self._log_onpolicy_gap(inputs)
+        return loss
+
+    def _log_onpolicy_gap(self, inputs: dict) -> None:
+        """Log the largest |rollout log-prob - trainer log-prob| over trained tokens (max over the logging window)."""
+        sampled, policy, self._policy_logps = inputs.get("sampling_per_token_logps"), self._policy_logps, None
+        if sampled is None or policy is None:
+            return
+        trained = inputs["completion_mask"].bool()
+        if "tool_mask" in inputs:
+            trained &= inputs["tool_mask"].bool()
+        gap = torch.where(trained, (policy - sampled).abs(), torch.zeros_like(policy))
+        gap = self.accelerator.gather(gap.amax().reshape(1)).max().item()
+        mode = "train" if self.model.training else "eval"
+        window = self._metrics[mode][ONPOLICY_METRIC]
+        self._metrics[mode][ONPOLICY_METRIC] = [max([*window, gap])]
 
 
 def run_papo(model: str | Path, problems: str | Path, out: str | Path, **kwargs: Any) -> Path:

@@ -1,8 +1,11 @@
 """What the RL stages (``zero``, ``papo``) share: problems as a prompt dataset, policy set-up, saving.
 
 ``run_rl(config_cls, build_trainer, ...)`` reads the problems and the prompt template first (bad
-input fails before a model loads), loads the policy with the tag tokens, builds the stage's trainer,
-trains and saves model, tokenizer and trainer state (whose log history the CLI summarises).
+input fails before a model loads), checks that the problems fill at least one step, loads the
+policy with float32 master weights (``bf16`` only turns on autocast for compute: an AdamW update at
+PAPO's lr 1e-7 is far below bf16's resolution and would leave almost every weight unchanged),
+builds the stage's trainer, trains and saves model, tokenizer and trainer state (whose log history
+the CLI summarises). A run that took no optimizer step is an input error and saves nothing.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..data.io import InputError
 from ..data.problems import read_problems
 from ..data.prompts import load_template, user_message
-from .config import load_config, on_gpu
+from .config import load_config
 from .loading import load_pretrained
 
 
@@ -24,6 +28,29 @@ def problem_dataset(problems: list, template: str):
 
     return Dataset.from_list(
         [{"prompt": user_message(p.problem, template), "answer": p.answer, "problem_id": p.id} for p in problems]
+    )
+
+
+def check_fills_a_step(config: Any, problems: int, source: str) -> None:
+    """A step needs ``generation_batch_size / num_generations`` distinct prompts; TRL's sampler drops the rest.
+
+    Raises:
+        InputError: fewer problems than one step needs, saying what to change.
+    """
+    needed = config.generation_batch_size // config.num_generations
+    if problems >= needed:
+        return
+    slices = config.generation_batch_size // config.per_device_train_batch_size  # processes × steps_per_generation
+    fits = problems // slices * config.num_generations  # the largest batch these problems fill
+    change = (
+        f"lower per_device_train_batch_size to {fits}"
+        if fits
+        else "use fewer processes or a lower gradient_accumulation_steps"
+    )
+    raise InputError(
+        f"{source}: {problems} problems cannot fill one step, which takes {needed} distinct prompts "
+        f"(per_device_train_batch_size {config.per_device_train_batch_size} × {slices} / num_generations "
+        f"{config.num_generations}); add problems or {change}"
     )
 
 
@@ -44,16 +71,25 @@ def run_rl(
         build_trainer: ``(model=, args=, train_dataset=, processing_class=) -> trainer``.
         template: a prompt template with ``{problem}``; default: the config's ``prompt_file`` or the
             NPR instruction.
+
+    Raises:
+        InputError: bad config, problems or model, too few problems for one step, or no step taken.
     """
     import torch
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     cfg = load_config(config_cls, config, output_dir=str(out), **overrides)
     dataset = problem_dataset(read_problems(problems), template or load_template(cfg.prompt_file))
-    dtype = torch.bfloat16 if on_gpu(cfg.use_cpu) else torch.float32
-    policy, tokenizer = load_pretrained(model, dtype=dtype)
+    check_fills_a_step(cfg, len(dataset), str(problems))
+    attn = getattr(cfg, "attn_implementation", None) or "sdpa"
+    policy, tokenizer = load_pretrained(model, dtype=torch.float32, attn_implementation=attn)
     trainer = build_trainer(model=policy, args=cfg, train_dataset=dataset, processing_class=tokenizer)
     trainer.train()
+    if trainer.state.global_step == 0:
+        raise InputError(
+            f"{problems}: training took no optimizer step (max_steps {cfg.max_steps}, num_train_epochs "
+            f"{cfg.num_train_epochs}); nothing was saved"
+        )
     trainer.save_model(str(out))
     trainer.save_state()
     tokenizer.save_pretrained(str(out))
