@@ -24,7 +24,7 @@ import torch
 
 from ..view import ViewError, build_view, causal_view, collate
 from ..view.batch import Attention
-from ..view.build import Mode, TreeView
+from ..view.build import TreeView, ViewMode
 
 
 @dataclass
@@ -36,7 +36,7 @@ class ScoredRow:
 
 
 def score_rows(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int, tokenizer, mode: Mode
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int, tokenizer, mode: ViewMode
 ) -> list[ScoredRow]:
     """TRL's rows (left-padded prompt of width P, right-padded completion of width C) -> views.
 
