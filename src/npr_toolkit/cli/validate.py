@@ -16,7 +16,7 @@ from rich.table import Table
 
 from ..data.io import InputError
 from ..format import CODE_TABLE, Code
-from ..format.report import CheckOptions, CorpusRun, CorpusSummary, RecordReport
+from ..data.corpus import CheckOptions, CorpusRun, CorpusSummary, RecordReport
 from .common import console, err_console, fail, print_json
 
 app = typer.Typer()
@@ -29,7 +29,7 @@ Paths = Annotated[
     ),
 ]
 Field = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--field", help="Record field with the completion (a list of chat messages: the last assistant turn)."
     ),
@@ -48,7 +48,7 @@ Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes
 @app.command()
 def validate(
     paths: Paths,
-    field: Field = "completion",
+    field: Field = None,
     profile: Annotated[ProfileName, typer.Option("--profile", help="Which rules apply (see README).")] = "strict",
     output: Format = "text",
     keep: Annotated[Path | None, typer.Option("--keep", help="Write the valid records here (JSONL).")] = None,
@@ -99,7 +99,7 @@ def validate(
 @app.command()
 def stats(
     paths: Paths,
-    field: Field = "completion",
+    field: Field = None,
     output: Format = "text",
     tokenizer: Tokenizer = None,
     jobs: Jobs = 1,

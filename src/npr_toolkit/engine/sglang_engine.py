@@ -142,7 +142,7 @@ class SGLangEngine:
     """``generate(prompts, params) -> list[Generation]`` over SGLang's ``/generate`` (see module doc)."""
 
     def __init__(self, model: str, *, server_url: str | None = None, max_concurrency: int = 64, timeout: float = 600.0):
-        from transformers import AutoTokenizer
+        from ..checkpoints import load_tokenizer
 
         if server_url is not None:
             self.transport: HTTPTransport | InProcessTransport = HTTPTransport(server_url, timeout)
@@ -155,7 +155,7 @@ class SGLangEngine:
                     "or the sglang package (pip install 'npr-toolkit[sglang]')"
                 ) from None
         self.transport.check()
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.tokenizer = load_tokenizer(model)
         self.vocab = tag_vocab(self.tokenizer)
         self.max_concurrency = max_concurrency
         stop = {self.tokenizer.eos_token_id, self.vocab.im_end, *_generation_eos(model)}  # SGLang stops at all
