@@ -14,9 +14,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..data.corpus import CheckOptions, CorpusRun, CorpusSummary, RecordReport
 from ..data.io import InputError
 from ..format import CODE_TABLE, Code
-from ..data.corpus import CheckOptions, CorpusRun, CorpusSummary, RecordReport
 from .common import console, err_console, fail, print_json
 
 app = typer.Typer()

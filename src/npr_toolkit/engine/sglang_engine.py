@@ -32,7 +32,6 @@ server runs with ``SGLANG_RETURN_ORIGINAL_LOGPROB=1`` (``npr serve`` always repo
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import threading
@@ -43,6 +42,7 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from ..seeds import derive_seed
 from ..view.tokens import tag_vocab
 from .lanes import Lane, Request, Token
 from .params import Generation, SamplingParams
@@ -253,8 +253,7 @@ class SGLangEngine:
             "skip_special_tokens": False,
         }
         if seed_key is not None:
-            key = f"{seed_key}:{lane.path}:{lane.length}".encode()
-            sampling["sampling_seed"] = int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big") >> 1
+            sampling["sampling_seed"] = derive_seed(seed_key, lane.path, lane.length)
         return {
             "input_ids": request.prompt_ids + _context(lane),
             "sampling_params": sampling,

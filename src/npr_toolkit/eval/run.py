@@ -27,6 +27,7 @@ from npr_toolkit.data.io import InputError, ResumableJsonl, write_json_atomic
 from npr_toolkit.data.prompts import load_template, user_message
 from npr_toolkit.data.records import Problem
 from npr_toolkit.format import PROFILES, extract_boxed, validate
+from npr_toolkit.seeds import derive_seed
 
 from .benchmarks import load_benchmark
 from .metrics import Metrics, Mode, SampleRecord, Speedup, compute_metrics, compute_speedup
@@ -82,8 +83,7 @@ class EvalSummary(BaseModel):
 
 def sample_seed(seed: int, problem_id: str, sample: int) -> int:
     """A seed per (run seed, problem, sample), stable under changes of k, --limit and order."""
-    digest = hashlib.sha256(f"{seed}:{problem_id}:{sample}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+    return derive_seed(seed, problem_id, sample)
 
 
 class Assessment(BaseModel):

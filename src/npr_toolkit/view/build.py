@@ -22,7 +22,7 @@ import torch
 from . import masks
 from .tokens import TagVocab, tag_vocab
 
-Mode = Literal["canonical", "npr-compat"]
+ViewMode = Literal["canonical", "npr-compat"]
 IGNORE = -100
 
 
@@ -41,7 +41,7 @@ class TreeView:
     branch_ids: torch.Tensor  # (D, L) branch index inside that block
     generated: torch.Tensor  # (L,) bool: a token the model produced (not prompt, not inserted)
     prompt_length: int
-    mode: Mode = "canonical"
+    mode: ViewMode = "canonical"
     widths: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -77,7 +77,7 @@ class _Frame:
 class _Scan:
     """One pass over the tag events, producing position runs, branch intervals and header spans."""
 
-    def __init__(self, ids: list[int], vocab: TagVocab, start: int, mode: Mode):
+    def __init__(self, ids: list[int], vocab: TagVocab, start: int, mode: ViewMode):
         self.ids, self.vocab, self.start, self.mode = ids, vocab, start, mode
         self.runs: list[tuple[int, int]] = [(0, 0)]  # (first index, its position); later runs override
         self.branches: list[tuple[int, int, int, int, int]] = []  # (depth, uid, index, first, last)
@@ -208,7 +208,7 @@ def build_view(
     input_ids: torch.Tensor | list[int],
     tokenizer,
     *,
-    mode: Mode = "canonical",
+    mode: ViewMode = "canonical",
     prompt_length: int | None = None,
     inserted: torch.Tensor | list[bool] | None = None,
 ) -> TreeView:
