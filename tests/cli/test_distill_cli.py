@@ -83,7 +83,7 @@ def test_distill_writes_corpus_report_and_dataset(tmp_path: Path) -> None:
         (["--rollouts", "R", "--model", "m", "--samples", "2"], "exactly one of --rollouts or --model"),
         (["--model", "m"], "--model needs --samples"),
         (["--rollouts", "R", "--select", "best"], "--select"),
-        (["--rollouts", "R", "--profile", "loose"], "unknown profile"),
+        (["--rollouts", "R", "--profile", "loose"], "'--profile': 'loose' is not one of"),
         (["--rollouts", "R", "--per-problem", "0"], "--per-problem"),
         (["--rollouts", "R", "--prompt-file", "x.txt"], "--prompt-file applies to --model only"),
         (["--rollouts", "missing.jsonl"], "no such file"),

@@ -71,7 +71,7 @@ def test_generate_text_file_one_prompt_a_line(model_dir, tmp_path: Path) -> None
     [
         ((), "exactly one of --prompt"),
         (("--prompt", "a", "--prompts", "x.txt"), "exactly one of --prompt"),
-        (("--prompt", "a", "--engine", "vllm"), "--engine must be torch or sglang"),
+        (("--prompt", "a", "--engine", "vllm"), "'--engine': 'vllm' is not one of 'torch', 'sglang'"),
         (("--prompt", "a", "--server", "http://127.0.0.1:9"), "--server needs --engine sglang"),
         (("--prompts", "missing.jsonl"), "no such file"),
         (("--prompt", "a", "--engine", "sglang", "--server", "http://127.0.0.1:9"), "cannot reach"),

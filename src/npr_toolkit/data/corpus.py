@@ -395,5 +395,20 @@ class CorpusRun:
             yield RecordReport(**base, valid=not diagnostics, diagnostics=diagnostics, stats=stats), record.data
 
 
+def estimate_records(paths: Iterable[str | Path]) -> int | None:
+    """At most how many records the inputs hold, counted without parsing (a progress bar's total).
+
+    Lines of JSONL files; None when an input is of another kind (its count is not known up front).
+    """
+    total = 0
+    for path in paths:
+        p = Path(path)
+        if p.suffix not in (".jsonl", ".ndjson") or not p.is_file():
+            return None
+        with p.open("rb") as handle:
+            total += sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+    return total
+
+
 def _texts(chunk: list[_Pending]) -> list[str]:
     return [item.text for item in chunk if item.text is not None]

@@ -1,0 +1,78 @@
+"""What every command shows: results on stdout, messages on stderr, one error style, JSON for machines.
+
+``Group`` is the class of both apps (``npr``, ``npr-data``): it prints usage errors in the same
+``error: ...`` line as every other error (not a boxed panel), keeps library chatter (deprecation
+warnings, "experimental" notices) out of the output, and renders help at the terminal's width (120
+columns when the output is a pipe or a file, not rich's 80).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import warnings
+from typing import Any, NoReturn
+
+import typer
+import typer.rich_utils
+from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+
+WIDTH = shutil.get_terminal_size((120, 24)).columns  # $COLUMNS, else the terminal's, else 120
+typer.rich_utils.MAX_WIDTH = WIDTH  # what $TERMINAL_WIDTH sets: --help as wide as the tables
+
+console = Console(highlight=False, width=WIDTH)
+err_console = Console(stderr=True, highlight=False, width=WIDTH)
+
+# click's exceptions: those of click itself, or of the copy of click that Typer vendors (typer._click).
+_click = sys.modules[typer.BadParameter.__module__]
+
+EXIT_INVALID = 1  # the input was read but some records are invalid
+EXIT_USAGE = 2  # bad options, missing files, unreadable input
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
+def error(message: str) -> None:
+    """The one error line, on stderr: ``error: <where>: <what>``."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print the error line (no traceback) and exit with ``code``."""
+    error(message)
+    raise typer.Exit(code)
+
+
+def print_json(value: Any) -> None:
+    """Machine output: plain JSON on stdout, no rich markup or wrapping."""
+    typer.echo(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+class Group(TyperGroup):
+    """The apps' command group: usage errors as one ``error:`` line, quiet libraries."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # read when TRL is imported, inside commands
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        with warnings.catch_warnings():
+            # Deprecation notices are for the developers of the code that calls a library, not for its users.
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                code = super().main(*args, standalone_mode=False, **kwargs)
+            except _click.NoArgsIsHelpError:
+                code = EXIT_USAGE  # the help is already printed
+            except _click.ClickException as exc:
+                context = getattr(exc, "ctx", None)
+                hint = f" (see: {context.command_path} --help)" if context is not None else ""
+                error(exc.format_message().replace("Value error, ", "") + hint)  # Typer's pydantic wording
+                code = exc.exit_code
+            except typer.Abort:
+                error("aborted")
+                code = EXIT_INTERRUPTED
+        sys.exit(code if isinstance(code, int) else 0)
