@@ -13,12 +13,14 @@ import os
 import shutil
 import sys
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import typer
 import typer.rich_utils
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 from typer.core import TyperGroup
 
 WIDTH = shutil.get_terminal_size((120, 24)).columns  # $COLUMNS, else the terminal's, else 120
@@ -29,6 +31,15 @@ err_console = Console(stderr=True, highlight=False, width=WIDTH)
 
 # click's exceptions: those of click itself, or of the copy of click that Typer vendors (typer._click).
 _click = sys.modules[typer.BadParameter.__module__]
+
+STYLES = {  # how the parts of a trajectory look (generate's highlighted text, show's tree)
+    "guideline": "bold cyan",
+    "block": "bold cyan",
+    "plan": "cyan",
+    "step": "bold green",
+    "takeaway": "bold magenta",
+    "answer": "bold",
+}
 
 EXIT_INVALID = 1  # the input was read but some records are invalid
 EXIT_USAGE = 2  # bad options, missing files, unreadable input
@@ -49,6 +60,25 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 def print_json(value: Any) -> None:
     """Machine output: plain JSON on stdout, no rich markup or wrapping."""
     typer.echo(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def print_table(title: str, rows: Iterable[Sequence[object]], header: Sequence[str] | None = None) -> None:
+    """Rows under a title; columns of numbers are right-aligned, columns with words left-aligned."""
+    cells = [[str(cell) for cell in row] for row in rows]
+    columns = list(zip(*cells, strict=True)) or [()] * len(header or ())
+    table = Table(title=title, show_header=header is not None)
+    for i, column in enumerate(columns):
+        numbers = i > 0 and not any(cell[:1].isalpha() for cell in column)
+        table.add_column(header[i] if header else "", justify="right" if numbers else "left")
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)
+
+
+def print_paths(paths: Mapping[str, object]) -> None:
+    """``name: path`` lines for the files a command wrote (never wrapped, so they can be copied)."""
+    for name, path in paths.items():
+        console.print(f"{name}: {escape(str(path))}", soft_wrap=True)
 
 
 class Group(TyperGroup):

@@ -12,14 +12,13 @@ from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from npr_toolkit.data.distill import DistillConfig, DistillResult
 from npr_toolkit.data.io import check_outputs
 from npr_toolkit.display import percent
 
 from .command import config_options, finish, parse_config, with_options
-from .console import console
+from .console import console, print_paths, print_table
 from .options import OutputFormat
 from .progress import Bar
 
@@ -62,43 +61,28 @@ def _histogram(counts: dict[str, int]) -> str:
 
 def _print_report(result: DistillResult) -> None:
     report = result.report
-    summary = Table(title=f"distill ({report['mode']})", show_header=False)
-    summary.add_column("what")
-    summary.add_column("value", justify="right")
     rows = [
         ("problems (with a selected sample)", f"{report['problems']} ({report['problems_solved']})"),
-        ("samples", str(report["samples"])),
+        ("samples", report["samples"]),
         ("accepted (correct and valid)", f"{report['accepted']} ({percent(report['acceptance_rate'])})"),
-        ("selected (written)", str(report["selected"])),
-        ("bad input records", str(report["bad_input"]["count"])),
+        ("selected (written)", report["selected"]),
+        ("bad input records", report["bad_input"]["count"]),
     ]
-    for name, key in (("samples", "samples"), ("selected", "selected")):
+    for key in ("samples", "selected"):
         totals = report["totals"][key]
         tokens = f", {totals['tokens']} tokens" if totals["tokens"] is not None else ""
-        rows.append((f"chars of {name}", f"{totals['chars']} (critical path {totals['critical_path_chars']}){tokens}"))
-    for key in ("samples", "selected"):
+        rows.append((f"chars of {key}", f"{totals['chars']} (critical path {totals['critical_path_chars']}){tokens}"))
         rows.append((f"widths of {key} (blocks)", _histogram(report["width_histogram"][key])))
         rows.append((f"depths of {key}", _histogram(report["depth_histogram"][key])))
-    for name, value in rows:
-        summary.add_row(name, value)
-    console.print(summary)
-
-    sources = Table(title="by problem source")
-    for column in ("source", "problems", "solved", "samples", "accepted", "acceptance"):
-        sources.add_column(column, justify="left" if column == "source" else "right")
-    for source, row in report["by_source"].items():
-        counts = (str(row[k]) for k in ("problems", "solved", "samples", "accepted"))
-        sources.add_row(source, *counts, percent(row["acceptance_rate"]))
-    console.print(sources)
-
+    print_table(f"distill ({report['mode']})", rows)
+    columns = ("problems", "solved", "samples", "accepted")
+    sources = [
+        (name, *(row[k] for k in columns), percent(row["acceptance_rate"])) for name, row in report["by_source"].items()
+    ]
+    print_table("by problem source", sources, header=("source", *columns, "acceptance"))
     if report["rejections"]:
-        reasons = Table(title=f"rejections ({report['rejected']} samples; one sample may have several reasons)")
-        reasons.add_column("reason")
-        reasons.add_column("samples", justify="right")
-        for reason, count in report["rejections"].items():
-            reasons.add_row(reason, str(count))
-        console.print(reasons)
-
+        title = f"rejections ({report['rejected']} samples; one sample may have several reasons)"
+        print_table(title, report["rejections"].items(), header=("reason", "samples"))
     errors = report["bad_input"]["errors"]
     for line in errors[:SHOWN_ERRORS]:
         console.print(f"[yellow]bad input:[/] {escape(line)}", soft_wrap=True)
@@ -108,6 +92,5 @@ def _print_report(result: DistillResult) -> None:
         console.print("[yellow]inputs or options changed since the interrupted run: started over[/]")
     if result.resumed_samples:
         console.print(f"resumed: {result.resumed_samples} samples were judged by an earlier run")
-    for key, path in report["outputs"].items():
-        console.print(f"{key}: {escape(path)}", soft_wrap=True)
+    print_paths(report["outputs"])
     console.print(f"done in {result.elapsed:.1f} s")

@@ -16,7 +16,7 @@ from npr_toolkit.display import percent, times
 from npr_toolkit.eval.run import EvalConfig
 
 from .command import config_options, finish, parse_config, with_options
-from .console import console
+from .console import console, print_paths, print_table
 from .options import OutputFormat
 
 if TYPE_CHECKING:
@@ -60,12 +60,6 @@ def run(ctx: typer.Context, output_format: OutputFormat = "text", **options: Any
 
 
 def _print_summary(summary: EvalSummary) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"{summary.benchmark.name}: {summary.benchmark.problems} problems")
-    table.add_column("metric")
-    for mode in summary.metrics:
-        table.add_column(mode, justify="right")
     ms = list(summary.metrics.values())
     k = ms[0].k
 
@@ -73,19 +67,18 @@ def _print_summary(summary: EvalSummary) -> None:
         return percent(value, sign=False)
 
     rows = [
-        (f"avg@{k} (%)", [pct(m.avg_at_k) for m in ms]),
-        (f"pass@{k} (%)", [pct(m.pass_at_k) for m in ms]),
-        (f"maj@{k} (%)", [pct(m.maj_at_k) for m in ms]),
-        *((f"valid {p} (%)", [pct(m.format_valid[p]) for m in ms]) for p in ms[0].format_valid),
-        ("parallel rate (%)", [pct(m.parallel_trigger_rate) for m in ms]),
-        ("mean width / depth", [f"{m.mean_width:.2f} / {m.mean_depth:.2f}" for m in ms]),
-        ("tokens / critical path", [f"{m.mean_total_tokens:.1f} / {m.mean_critical_path_tokens:.1f}" for m in ms]),
-        ("ideal speed-up", [times(m.ideal_speedup) for m in ms]),
-        ("wall time (s) / tokens/s", [f"{m.wall_time:.2f} / {m.tokens_per_second:.1f}" for m in ms]),
+        (f"avg@{k} (%)", *(pct(m.avg_at_k) for m in ms)),
+        (f"pass@{k} (%)", *(pct(m.pass_at_k) for m in ms)),
+        (f"maj@{k} (%)", *(pct(m.maj_at_k) for m in ms)),
+        *((f"valid {p} (%)", *(pct(m.format_valid[p]) for m in ms)) for p in ms[0].format_valid),
+        ("parallel rate (%)", *(pct(m.parallel_trigger_rate) for m in ms)),
+        ("mean width / depth", *(f"{m.mean_width:.2f} / {m.mean_depth:.2f}" for m in ms)),
+        ("tokens / critical path", *(f"{m.mean_total_tokens:.1f} / {m.mean_critical_path_tokens:.1f}" for m in ms)),
+        ("ideal speed-up", *(times(m.ideal_speedup) for m in ms)),
+        ("wall time (s) / tokens/s", *(f"{m.wall_time:.2f} / {m.tokens_per_second:.1f}" for m in ms)),
     ]
-    for name, values in rows:
-        table.add_row(name, *values)
-    console.print(table)
+    title = f"{summary.benchmark.name}: {summary.benchmark.problems} problems"
+    print_table(title, rows, header=("metric", *summary.metrics))
     if summary.speedup is not None:
         s = summary.speedup
         baseline = next(m for m in summary.metrics if m != "parallel")
@@ -94,8 +87,7 @@ def _print_summary(summary: EvalSummary) -> None:
             f"(ideal {times(s.ideal)})"
         )
     console.print(f"{summary.generated} samples decoded, {summary.resumed} resumed")
-    for key, path in summary.outputs.items():
-        console.print(f"{key}: {path}", soft_wrap=True)
+    print_paths(summary.outputs)
 
 
 @app.command("compare")
@@ -112,12 +104,4 @@ def compare(
 
 
 def _print_comparison(comparison: Comparison) -> None:
-    from rich.table import Table
-
-    table = Table()
-    table.add_column("metric")
-    for column in comparison.columns:
-        table.add_column(column, justify="right")
-    for row in comparison.rows:
-        table.add_row(row.metric, *row.values)
-    console.print(table)
+    print_table("", ((row.metric, *row.values) for row in comparison.rows), header=("metric", *comparison.columns))

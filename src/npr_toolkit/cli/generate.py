@@ -17,54 +17,25 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from npr_toolkit.data.io import InputError, read_records
+from npr_toolkit.data.io import InputError
+from npr_toolkit.data.prompts import read_prompts
 from npr_toolkit.format import tags
 from npr_toolkit.seeds import derive_seed
 
 from .command import usage_message
-from .console import console, fail
+from .console import STYLES, console, fail
 from .options import Device, Engine, MaxNewTokens, Model, Seed, Server, Temperature, TopP
 from .progress import Bar
 
 app = typer.Typer(pretty_exceptions_enable=False)
 
-TAG_STYLES = {
-    "bold cyan": (tags.GUIDELINE_OPEN, tags.GUIDELINE_CLOSE),
-    "cyan": (tags.PLAN_OPEN, tags.PLAN_CLOSE),
-    "bold green": (tags.STEP_OPEN, tags.STEP_CLOSE),
-    "bold magenta": (tags.TAKEAWAY_OPEN, tags.TAKEAWAY_CLOSE),
-}
-PROMPT_FIELDS = ("prompt", "problem")
 SAMPLES_PER_CALL = 64  # samples decoded together; results are printed (and progress shown) after each call
-SHOWN_ERRORS = 10
-
-
-def _read_prompts(path: Path) -> list[str]:
-    """Prompts from a .txt (one per non-empty line) or a JSONL/JSON file (field ``prompt`` or ``problem``)."""
-    if path.suffix == ".txt":
-        if not path.is_file():
-            raise InputError(f"{path}: no such file")
-        return [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-    prompts, bad = [], []
-    for record in read_records(path, text_field="prompt"):
-        value = next((record.data[k] for k in PROMPT_FIELDS if record.data and k in record.data), None)
-        if record.error or not isinstance(value, str) or not value.strip():
-            bad.append(f"{record.where}: {record.error or 'no non-empty prompt or problem field'}")
-        else:
-            prompts.append(value)
-    if bad:
-        shown = "\n  ".join(bad[:SHOWN_ERRORS])
-        more = "\n  ..." if len(bad) > SHOWN_ERRORS else ""
-        raise InputError(f"{len(bad)} bad prompt record(s) in {path}:\n  {shown}{more}")
-    if not prompts:
-        raise InputError(f"{path}: no prompts")
-    return prompts
 
 
 def _highlight(text: str) -> Text:
     shown = Text(text)
-    for style, words in TAG_STYLES.items():
-        shown.highlight_words(words, style=style)
+    for tag in tags.TAGS:
+        shown.highlight_words([tag], style=STYLES[tag.strip("</>")])
     return shown
 
 
@@ -149,7 +120,7 @@ def generate(
     except ValidationError as exc:
         fail(usage_message(exc))
     try:
-        texts = [prompt] if prompt is not None else _read_prompts(prompts)  # type: ignore[arg-type]
+        texts = [prompt] if prompt is not None else read_prompts(prompts)  # type: ignore[arg-type]
         backend = load_engine(model, backend=engine, server_url=server, device=device)
         inputs = [backend.format_chat([{"role": "user", "content": t}]) if chat else t for t in texts]
         per_call = max(1, SAMPLES_PER_CALL // n)

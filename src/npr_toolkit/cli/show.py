@@ -18,15 +18,13 @@ from npr_toolkit.data.io import check_outputs
 from npr_toolkit.display import times
 
 from .command import finish
-from .console import console
+from .console import STYLES, console
 from .options import OutputFormat, Profile
 
 if TYPE_CHECKING:
     from npr_toolkit.data.outline import Node, Outline
 
 app = typer.Typer()
-
-STYLES = {"block": "bold cyan", "plan": "cyan", "step": "bold green", "takeaway": "bold magenta", "answer": "bold"}
 
 
 @app.command()

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
+from rich.markup import escape
 
 from npr_toolkit.data.io import check_outputs
 
 from .command import Options, finish, with_options
-from .console import console, fail
+from .console import console, fail, print_table
 from .options import Model, OutputFormat, PromptFile
 
 if TYPE_CHECKING:
@@ -31,6 +32,8 @@ train_app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+SHOWN_DROPPED = 20
 
 Out = Annotated[Path, typer.Option("--out", help="Output folder: checkpoint (model + tokenizer) and report.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML file of config fields (see configs/).")]
@@ -120,28 +123,21 @@ def sft(
 
 
 def _print_sft(report: SFTReport) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"npr train sft: {report.out}")
-    table.add_column("item")
-    table.add_column("value", justify="right")
-    dropped = ", ".join(f"{n} {kind}" for kind, n in sorted(report.dropped.items())) or "none"
     loss = "-" if report.first_loss is None else f"{report.first_loss:.4f} -> {report.last_loss:.4f}"
-    for name, value in (
+    rows = [
         ("records read / trained", f"{report.records} / {report.trained}"),
-        ("dropped", dropped),
+        ("dropped", ", ".join(f"{n} {kind}" for kind, n in sorted(report.dropped.items())) or "none"),
         ("view / attention", f"{report.view_mode} / {report.attn_implementation}"),
-        ("optimizer steps", str(report.steps)),
+        ("optimizer steps", report.steps),
         ("logged loss (first -> last)", loss),
         ("mean train loss", f"{report.train_loss:.4f}"),
         ("runtime (s)", f"{report.runtime_s:.1f}"),
-    ):
-        table.add_row(name, value)
-    console.print(table)
-    for item in report.dropped_records[:20]:
-        console.print(f"[yellow]dropped[/] {item.where}: {item.kind}: {item.reason}")
-    if len(report.dropped_records) > 20:
-        console.print(f"... {len(report.dropped_records) - 20} more in {report.out}/sft_report.json")
+    ]
+    print_table(f"npr train sft: {report.out}", rows, header=("item", "value"))
+    for item in report.dropped_records[:SHOWN_DROPPED]:
+        console.print(f"[yellow]dropped[/] {escape(item.where)}: {item.kind}: {escape(item.reason)}", soft_wrap=True)
+    if len(report.dropped_records) > SHOWN_DROPPED:
+        console.print(f"... {len(report.dropped_records) - SHOWN_DROPPED} more in {report.out}/sft_report.json")
     console.print(f"checkpoint: {report.out}")
 
 
@@ -179,14 +175,10 @@ def _rl_summary(stage: str, path: Path) -> dict[str, Any]:
 
 
 def _print_rl(summary: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"npr train {summary['stage']}: {summary['out']} ({summary['steps']} logged steps)")
-    for column in ("metric", "first step", "last step"):
-        table.add_column(column, justify="left" if column == "metric" else "right")
-    for key in summary["last"]:
-        table.add_row(key, f"{summary['first'].get(key, float('nan')):.4g}", f"{summary['last'][key]:.4g}")
-    console.print(table)
+    first, last = summary["first"], summary["last"]
+    rows = [(key, f"{first.get(key, float('nan')):.4g}", f"{last[key]:.4g}") for key in last]
+    title = f"npr train {summary['stage']}: {summary['out']} ({summary['steps']} logged steps)"
+    print_table(title, rows, header=("metric", "first step", "last step"))
 
 
 def _rl_command(stage: Literal["zero", "papo"]) -> Callable[..., None]:

@@ -20,7 +20,7 @@ from npr_toolkit.display import percent, times
 from npr_toolkit.format import CODE_TABLE, Code
 
 from .command import config_options, parse_config, with_options
-from .console import console, error, fail, print_json
+from .console import console, error, fail, print_json, print_table
 from .options import OutputFormat
 from .progress import Bar
 
@@ -157,15 +157,8 @@ def _print_validation(summary: CorpusSummary, paths: list[str]) -> None:
         overview.add_row("[red]input errors[/]", str(summary.input_errors), _share(summary.input_errors, total))
     console.print(overview)
     if summary.by_code:
-        codes = Table(title="Diagnostics by code", title_justify="left", padding=(0, 1))
-        codes.add_column("code")
-        codes.add_column("name")
-        codes.add_column("count", justify="right")
-        codes.add_column("meaning")
-        for code, count in sorted(summary.by_code.items()):
-            name, meaning = CODE_TABLE[Code(code)]
-            codes.add_row(code, name, str(count), meaning)
-        console.print(codes)
+        rows = [(code, *CODE_TABLE[Code(code)], count) for code, count in sorted(summary.by_code.items())]
+        print_table("Diagnostics by code", rows, header=("code", "name", "meaning", "count"))
     _print_shape(summary)
 
 
@@ -179,13 +172,10 @@ def _print_shape(summary: CorpusSummary) -> None:
 def _print_stats(summary: CorpusSummary) -> None:
     s = summary.stats_json()
     unit = s["unit"]
-    table = Table(title="Structure statistics", title_justify="left", show_header=False, padding=(0, 1))
-    table.add_column()
-    table.add_column(justify="right")
     rows = [
-        ("records", f"{s['records']}"),
+        ("records", s["records"]),
         ("parsed (well-formed)", f"{s['parsed']} ({_share(s['parsed'], s['records'])})"),
-        ("blocks", f"{s['blocks']}"),
+        ("blocks", s["blocks"]),
         ("blocks per parsed record", f"{s['blocks'] / s['parsed']:.2f}" if s["parsed"] else "-"),
         ("mean block width", f"{s['mean_width']:.2f}"),
         ("parallel trigger rate", f"{s['parallel']} ({_share(s['parallel'], s['parsed'])})"),
@@ -196,9 +186,7 @@ def _print_stats(summary: CorpusSummary) -> None:
         ("max ideal speed-up", times(s["max_speedup"])),
         ("corpus ideal speed-up", times(s["corpus_speedup"])),
     ]
-    for name, value in rows:
-        table.add_row(name, value)
-    console.print(table)
+    print_table("Structure statistics", rows)
     if summary.blocks:
         console.print(_histogram("Blocks per record", summary.blocks, "blocks"))
     _print_shape(summary)
