@@ -87,8 +87,10 @@ class Group(TyperGroup):
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
-        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # read when TRL is imported, inside commands
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        # Read when the libraries are imported (inside commands): no "experimental" notices from TRL, no
+        # loading/saving/download bars from transformers and the hub (the commands show their own progress).
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         with warnings.catch_warnings():
             # Deprecation notices are for the developers of the code that calls a library, not for its users.
             warnings.simplefilter("ignore", FutureWarning)

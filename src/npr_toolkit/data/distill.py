@@ -526,6 +526,11 @@ def run_distill(config: DistillConfig, progress: Progress | None = None) -> Dist
         raise InputError(f"{config.problems}: no valid problem" + (f" ({shown})" if shown else ""))
     by_id = {problem.id: problem for problem in problems}
     bad = {str(config.problems): bad_problems}
+    if config.rollouts is not None:
+        entries, bad[str(config.rollouts)] = index_rollouts(config.rollouts, by_id)
+        if not entries:  # nothing to distil: an empty corpus would only hide the mistake
+            why = "; ".join(bad[str(config.rollouts)][:3]) or "the file has no records"
+            raise InputError(f"{config.rollouts}: no valid rollout ({why})")
     journal, restarted = _open_work_dir(config, fingerprint(config, template))
     structural = StructuralFilter(config.profile, min_width=config.min_width, require_parallel=config.require_parallel)
     grader = Grader(workers=config.workers, timeout=config.grade_timeout, grace=max(2.0, config.grade_timeout))
@@ -535,7 +540,6 @@ def run_distill(config: DistillConfig, progress: Progress | None = None) -> Dist
 
     with journal, grader:
         if config.rollouts is not None:
-            entries, bad[str(config.rollouts)] = index_rollouts(config.rollouts, by_id)
             results, resumed = _judge_rollouts(config, by_id, entries, journal, make_judge, progress)
 
             def fetch(wanted: set[int]) -> dict[int, Rollout]:

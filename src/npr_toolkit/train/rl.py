@@ -16,6 +16,7 @@ from ..data.problems import read_problems
 from ..data.prompts import load_template, user_message
 from .config import load_config, on_gpu
 from .loading import load_pretrained
+from .progress import show_progress
 
 
 def problem_dataset(problems: list, template: str):
@@ -53,6 +54,7 @@ def run_rl(
     dtype = torch.bfloat16 if on_gpu(cfg.use_cpu) else torch.float32
     policy, tokenizer = load_pretrained(model, dtype=dtype)
     trainer = build_trainer(model=policy, args=cfg, train_dataset=dataset, processing_class=tokenizer)
+    show_progress(trainer)  # a bar with loss and reward instead of raw log dicts
     trainer.train()
     trainer.save_model(str(out))
     trainer.save_state()

@@ -31,6 +31,7 @@ from npr_toolkit.view import ViewError, build_view, collate, tokenize_completion
 from npr_toolkit.view.batch import Attention
 
 from .loading import load_pretrained
+from .progress import show_progress
 from .sft_config import NPRSFTConfig, load_sft_config
 
 logger = logging.getLogger(__name__)
@@ -264,6 +265,7 @@ def run_sft(
         processing_class=tokenizer,
         data_collator=collator,
     )
+    show_progress(trainer, "sft")
     started = time.perf_counter()
     result = trainer.train()
     runtime = time.perf_counter() - started
