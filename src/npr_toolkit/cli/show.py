@@ -98,12 +98,13 @@ def _add(tree: Tree, node: Node) -> None:
 def _print(result: Outline) -> None:
     stats = result.stats
     verdict = "[green]valid[/]" if result.valid else "[red]invalid[/]"
-    head = f"[bold]{escape(result.tree.label)}[/]: {verdict} ({result.profile}); {result.tree.tokens} tokens"
+    size = f"{result.tree.tokens} tokens"
     if stats is not None:
-        head += (
+        size += (
             f", critical path {stats.critical_path}, ideal speed-up {times(stats.ideal_speedup)}, "
             f"{stats.blocks} blocks, widths {stats.widths}, depth {stats.depth}"
         )
-    tree = Tree(head + f" [dim]({escape(result.tokenizer)})[/]")
+    size += f" [dim]({escape(result.tokenizer)})[/]"
+    tree = Tree(f"[bold]{escape(result.tree.label)}[/]: {verdict} ({result.profile})\n{size}")
     _add(tree, result.tree)
     console.print(tree)
