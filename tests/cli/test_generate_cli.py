@@ -142,3 +142,15 @@ def test_serve_answers_then_stops_on_sigterm(model_dir) -> None:
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+def test_samples_do_not_depend_on_how_the_prompts_are_cut(model_dir, tmp_path: Path, monkeypatch) -> None:
+    """Results are printed call by call (progress between calls); a prompt's seed depends on its index only."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"Compute: {i}+{i}\n" for i in range(5)), encoding="utf-8")
+    args = ("--model", model_dir, "--prompts", str(prompts), "--n", "2", "--json", "--max-new-tokens", "6")
+    whole = [json.loads(line) for line in invoke(*args, "--seed", "4").stdout.splitlines()]
+    monkeypatch.setattr("npr_toolkit.cli.generate.SAMPLES_PER_CALL", 2)  # one prompt per engine call
+    cut = [json.loads(line) for line in invoke(*args, "--seed", "4").stdout.splitlines()]
+    assert [(r["prompt_index"], r["sample"]) for r in cut] == [(u, s) for u in range(5) for s in range(2)]
+    assert [r["text"] for r in cut] == [r["text"] for r in whole]

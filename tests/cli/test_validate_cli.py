@@ -198,3 +198,27 @@ def test_stats_in_tokens(qwen_tokenizer_dir: Path):
 def test_help_lists_both_commands():
     result = invoke("--help")
     assert "validate" in result.stdout and "stats" in result.stdout
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path: Path):
+    path = tmp_path / "bom.jsonl"
+    path.write_text("\ufeff" + json.dumps({"completion": GOOD}) + "\n", encoding="utf-8")
+    result = invoke("validate", str(path))
+    assert result.exit_code == 0, result.output
+    assert "valid    1  100.0%" in result.stdout
+
+
+def test_no_summary_table_when_nothing_could_be_read(tmp_path: Path):
+    for command in ("validate", "stats"):
+        result = invoke(command, str(tmp_path / "nope.jsonl"))
+        assert result.exit_code == 2
+        assert result.stderr.strip() == f"error: {tmp_path / 'nope.jsonl'}: no such file"
+        assert result.stdout == ""
+
+
+def test_estimated_records_for_the_progress_bar(tmp_path: Path):
+    from npr_toolkit.data.corpus import estimate_records
+
+    path = jsonl(tmp_path / "n.jsonl", *({"completion": GOOD} for _ in range(5)))
+    assert estimate_records([path, path]) == 10
+    assert estimate_records([path, EXAMPLES / "valid" / "two_plans.txt"]) is None
