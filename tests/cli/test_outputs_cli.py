@@ -118,3 +118,9 @@ def test_an_output_that_cannot_be_written_fails_first_in_one_line(files: dict[st
     assert result.exit_code == 2, result.output
     assert message in result.stderr and "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_command_that_fails_leaves_no_empty_output_folder(files: dict[str, Path]):
+    result = runner.invoke(npr_app, ["eval", "--bench", "gsm8k", "--model", "m"])  # default --out runs/eval/...
+    assert result.exit_code == 2 and "unknown benchmark" in result.stderr
+    assert not Path("runs").exists()

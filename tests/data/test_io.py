@@ -213,7 +213,7 @@ def test_check_outputs_compares_files_not_strings(tmp_path: Path, monkeypatch: p
     with pytest.raises(InputError, match="--reject and --keep are the same file"):
         check_outputs(inputs={}, files={"--keep": "k.jsonl", "--reject": "./k.jsonl"})
     check_outputs(inputs={"--in": data, "--model": "org/hub-id", "-": "-"}, files={"--keep": "sub/k.jsonl"})
-    assert (tmp_path / "sub").is_dir() and data.read_text(encoding="utf-8") == "{}\n"
+    assert not (tmp_path / "sub").exists() and data.read_text(encoding="utf-8") == "{}\n"
 
 
 def test_check_outputs_refuses_what_cannot_be_written(tmp_path: Path):

@@ -263,14 +263,17 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _writable(name: str, path: Path, folder: bool) -> None:
-    target = path if folder else path.parent
+    """The output can be created: its nearest existing folder takes a new file (probed, nothing left)."""
     if folder and path.exists() and not path.is_dir():
         raise InputError(f"{name} {path}: exists and is not a folder")
     if not folder and path.is_dir():
         raise InputError(f"{name} {path}: is a folder; give the path of a file")
+    target = path if folder else path.parent
+    existing = next(p for p in (target.absolute(), *target.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"{name} {path}: cannot write there ({existing} is a file)")
     try:
-        target.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=target):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as exc:
         raise InputError(f"{name} {path}: cannot write there ({exc.strerror or exc})") from None
@@ -280,7 +283,8 @@ def check_outputs(*, inputs: Named, files: Named | None = None, folders: Named |
     """Refuse, before any work, an output that would replace an input or that cannot be written.
 
     Paths are compared as files, not strings (``a.jsonl``, ``./a.jsonl`` and a link to it are one
-    file); two outputs may not be one file either. Output folders are created (as the job would).
+    file); two outputs may not be one file either. Nothing is created: a command that fails later
+    leaves no empty output folder behind.
 
     Raises:
         InputError: naming the output and the input it would replace, or why it cannot be written.
