@@ -43,41 +43,38 @@ Sets = Annotated[
 ]
 
 
-def _option(kind: Any, flag: str, help: str) -> tuple[Any, None]:
-    """A config field's flag; None (not given) leaves the field to --config / --set / the config's default."""
-    return Annotated[kind | None, typer.Option(flag, help=help)], None
+ALL, RL = ("sft", "zero", "papo"), ("zero", "papo")
 
 
-FLAGS: Options = {  # config field -> its flag, for the stages that have it (STAGES)
-    "max_steps": _option(int, "--max-steps", "Stop after N optimizer steps."),
-    "learning_rate": _option(float, "--learning-rate", "Peak learning rate."),
+def _option(stages: tuple[str, ...], kind: Any, flag: str, help: str) -> tuple[tuple[str, ...], tuple[Any, None]]:
+    """A config field's flag for ``stages``; None (not given) leaves the field to --config, --set or its default."""
+    return stages, (Annotated[kind | None, typer.Option(flag, help=help)], None)
+
+
+FLAGS = {  # config field -> (the stages that have it, its option); one line adds a flag
+    "max_steps": _option(ALL, int, "--max-steps", "Stop after N optimizer steps."),
+    "learning_rate": _option(ALL, float, "--learning-rate", "Peak learning rate."),
     "per_device_train_batch_size": _option(
-        int, "--per-device-train-batch-size", "Sequences per device per micro-batch."
+        ALL, int, "--per-device-train-batch-size", "Sequences per device per micro-batch."
     ),
-    "gradient_accumulation_steps": _option(int, "--gradient-accumulation-steps", "Micro-batches per optimizer step."),
-    "num_train_epochs": _option(float, "--num-train-epochs", "Epochs over the data."),
-    "max_length": _option(int, "--max-length", "Longest record in tokens; longer ones are dropped."),
-    "view_mode": _option(str, "--view-mode", "canonical (the exact engine's semantics) or npr-compat (official code)."),
-    "attn_implementation": _option(str, "--attn-implementation", "flex_attention (GPU), sdpa or eager."),
-    "num_generations": _option(int, "--num-generations", "Samples per prompt."),
-    "max_completion_length": _option(int, "--max-completion-length", "Token budget per rollout (critical path)."),
-    "filter_profile": _option(str, "--filter-profile", "Structural filter: strict, lenient or npr-compat."),
-    "prompt_file": (PromptFile, None),
-    "seed": _option(int, "--seed", "Training seed (data order, init of new rows)."),
-    "logging_steps": _option(int, "--logging-steps", "Log every N steps."),
-}
-_COMMON = ("max_steps", "learning_rate", "per_device_train_batch_size")
-_SFT = ("gradient_accumulation_steps", "num_train_epochs", "max_length", "view_mode", "attn_implementation")
-_RL = ("num_generations", "max_completion_length")
-STAGES: dict[str, tuple[str, ...]] = {
-    "sft": (*_COMMON, *_SFT, "seed", "logging_steps"),
-    "zero": (*_COMMON, *_RL, "prompt_file", "seed"),
-    "papo": (*_COMMON, *_RL, "filter_profile", "prompt_file", "seed"),
+    "gradient_accumulation_steps": _option(
+        ("sft",), int, "--gradient-accumulation-steps", "Micro-batches per optimizer step."
+    ),
+    "num_train_epochs": _option(("sft",), float, "--num-train-epochs", "Epochs over the data."),
+    "max_length": _option(("sft",), int, "--max-length", "Longest record in tokens; longer ones are dropped."),
+    "view_mode": _option(("sft",), str, "--view-mode", "canonical (the exact engine's semantics) or npr-compat."),
+    "attn_implementation": _option(("sft",), str, "--attn-implementation", "flex_attention (GPU), sdpa or eager."),
+    "num_generations": _option(RL, int, "--num-generations", "Samples per prompt."),
+    "max_completion_length": _option(RL, int, "--max-completion-length", "Token budget per rollout (critical path)."),
+    "filter_profile": _option(("papo",), str, "--filter-profile", "Structural filter: strict, lenient or npr-compat."),
+    "prompt_file": (RL, (PromptFile, None)),
+    "seed": _option(ALL, int, "--seed", "Training seed (data order, init of new rows)."),
+    "logging_steps": _option(("sft",), int, "--logging-steps", "Log every N steps."),
 }
 
 
 def _flags(stage: str) -> Options:
-    return {name: FLAGS[name] for name in STAGES[stage]}
+    return {name: option for name, (stages, option) in FLAGS.items() if stage in stages}
 
 
 def _overrides(sets: list[str] | None, flags: dict[str, Any]) -> dict[str, Any]:
