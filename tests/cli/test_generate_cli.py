@@ -154,3 +154,13 @@ def test_samples_do_not_depend_on_how_the_prompts_are_cut(model_dir, tmp_path: P
     cut = [json.loads(line) for line in invoke(*args, "--seed", "4").stdout.splitlines()]
     assert [(r["prompt_index"], r["sample"]) for r in cut] == [(u, s) for u in range(5) for s in range(2)]
     assert [r["text"] for r in cut] == [r["text"] for r in whole]
+
+
+@pytest.mark.slow
+def test_a_real_run_prints_no_library_chatter(model_dir) -> None:
+    """No loading bars, deprecation notices or library warnings: stderr stays empty, stdout has the sample."""
+    command = [str(Path(sys.executable).parent / "npr"), "generate", "--model", model_dir, "--prompt", "hi"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([*command, "--max-new-tokens", "4", "--seed", "0"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "" and "prompt 1" in result.stdout

@@ -2,13 +2,14 @@
 
 ``Group`` is the class of both apps (``npr``, ``npr-data``): it prints usage errors in the same
 ``error: ...`` line as every other error (not a boxed panel), keeps library chatter (deprecation
-warnings, "experimental" notices) out of the output, and renders help at the terminal's width (120
-columns when the output is a pipe or a file, not rich's 80).
+warnings, "experimental" notices, loading bars) out of the output, and renders help at the terminal's
+width (120 columns when the output is a pipe or a file, not rich's 80).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -88,9 +89,13 @@ class Group(TyperGroup):
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         # Read when the libraries are imported (inside commands): no "experimental" notices from TRL, no
-        # loading/saving/download bars from transformers and the hub (the commands show their own progress).
+        # loading/saving/download bars from transformers and the hub (the commands show their own progress),
+        # transformers' errors but not its notices. Its trainer turns its progress bar off when its own logger
+        # is that quiet, so that one logger keeps warnings (the bar is ours: train/progress.py).
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        logging.getLogger("transformers.training_args").setLevel(logging.WARNING)
         with warnings.catch_warnings():
             # Deprecation notices are for the developers of the code that calls a library, not for its users.
             warnings.simplefilter("ignore", FutureWarning)
