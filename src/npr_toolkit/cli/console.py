@@ -42,9 +42,7 @@ STYLES = {  # how the parts of a trajectory look (generate's highlighted text, s
     "answer": "bold",
 }
 
-EXIT_INVALID = 1  # the input was read but some records are invalid
-EXIT_USAGE = 2  # bad options, missing files, unreadable input
-EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_USAGE = 2  # bad options, missing files, unreadable input (1: validate found invalid records)
 
 
 def error(message: str) -> None:
@@ -111,5 +109,5 @@ class Group(TyperGroup):
                 code = exc.exit_code
             except typer.Abort:
                 error("aborted")
-                code = EXIT_INTERRUPTED
+                code = 1
         sys.exit(code if isinstance(code, int) else 0)

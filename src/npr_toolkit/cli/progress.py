@@ -46,7 +46,8 @@ class Bar:
             TextColumn("eta"),
             TimeRemainingColumn(),
         )
-        self._progress = Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal)
+        self.shown = err_console.is_terminal
+        self._progress = Progress(*columns, console=err_console, transient=True, disable=not self.shown)
         self._task = self._progress.add_task(label, total=None)
         self._started = False
 

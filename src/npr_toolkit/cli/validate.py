@@ -99,8 +99,8 @@ def _start(paths: list[str], options: CheckOptions, **kwargs: Any) -> CorpusRun:
 
 def _with_progress(run: CorpusRun, paths: list[str], label: str):
     """The run's reports, with a progress bar on the terminal."""
-    total = estimate_records(paths)
     with Bar(label, "records") as bar:
+        total = estimate_records(paths) if bar.shown else None  # a pass over the files: only for a bar
         for done, report in enumerate(run, 1):
             if done % PROGRESS_EVERY == 0:
                 bar(done, total)
