@@ -107,8 +107,7 @@ def show_tokenizer(name: str | None) -> tuple[Any, str]:
     from ..checkpoints import load_tokenizer
 
     tokenizer = load_tokenizer(name)
-    single = {tag: tokenizer.encode(tag, add_special_tokens=False) for tag in tag_text.TAGS}
-    missing = [tag for tag, ids in single.items() if len(ids) != 1]
+    missing = [tag for tag in tag_text.TAGS if len(tokenizer.encode(tag, add_special_tokens=False)) != 1]
     if missing:
         tokenizer.add_tokens([AddedToken(tag, special=False, normalized=False) for tag in missing])
     return tokenizer, name
@@ -140,12 +139,11 @@ class _Builder:
     def block(self, block: Block) -> Node:
         stats = tree_stats(Trajectory(items=[block]), self.length)
         children = [self.plan(plan) for plan in block.guideline.plans]
-        children += [self.step(i, step) for i, step in enumerate(block.steps, 1)]
+        children += [self.step(step) for step in block.steps]
         children.append(self.takeaway(block.takeaway))
-        label = f"width {block.width}"
         return Node(
             kind="block",
-            label=label,
+            label=f"width {block.width}",
             span=block.span,
             tokens=stats.total,
             critical_path=stats.critical_path,
@@ -157,7 +155,7 @@ class _Builder:
         tokens = self.tagged(tag_text.PLAN_OPEN, plan.text, tag_text.PLAN_CLOSE)
         return Node(kind="plan", label=_label(plan.text), span=plan.span, tokens=tokens)
 
-    def step(self, index: int, step: Step) -> Node:
+    def step(self, step: Step) -> Node:
         stats = tree_stats(Trajectory(items=step.items), self.length)
         tags = self.length(tag_text.STEP_OPEN) + self.length(tag_text.STEP_CLOSE)
         first = next((item.text for item in step.items if isinstance(item, Text) and item.text.strip()), "")
