@@ -83,7 +83,7 @@ def test_distill_writes_corpus_report_and_dataset(tmp_path: Path) -> None:
         (["--rollouts", "R", "--model", "m", "--samples", "2"], "exactly one of --rollouts or --model"),
         (["--model", "m"], "--model needs --samples"),
         (["--rollouts", "R", "--select", "best"], "--select"),
-        (["--rollouts", "R", "--profile", "loose"], "unknown profile"),
+        (["--rollouts", "R", "--profile", "loose"], "'--profile': 'loose' is not one of"),
         (["--rollouts", "R", "--per-problem", "0"], "--per-problem"),
         (["--rollouts", "R", "--prompt-file", "x.txt"], "--prompt-file applies to --model only"),
         (["--rollouts", "missing.jsonl"], "no such file"),
@@ -152,3 +152,30 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_output(tmp_path: Path) -> Non
         report["options"].pop("out")
     assert killed_report == clean_report
     assert not Path(f"{killed}.work").exists()
+
+
+def test_validate_and_stats_read_distills_output_without_naming_the_field(tmp_path: Path) -> None:
+    problems, rollouts = toy_inputs(tmp_path, problems=4, per_problem=2)
+    out = tmp_path / "beta.jsonl"
+    args = ["distill", "--problems", str(problems), "--rollouts", str(rollouts), "--out", str(out), "--workers", "0"]
+    assert runner.invoke(app, args).exit_code == 0
+    checked = runner.invoke(app, ["validate", str(out), "--format", "json"])
+    assert checked.exit_code == 0, checked.output
+    doc = json.loads(checked.stdout)
+    assert doc["total"] == doc["valid"] == len(out.read_text().splitlines()) > 0  # the messages field, found
+    stats = json.loads(runner.invoke(app, ["stats", str(out), "--format", "json"]).stdout)
+    assert stats["parsed"] == doc["total"] and not stats["input_errors"]
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", '{"id": "x"}\n'], ids=["empty", "blank lines", "only bad records"])
+def test_rollouts_with_nothing_to_distil_are_an_input_error(tmp_path: Path, content: str) -> None:
+    problems, _ = toy_inputs(tmp_path, problems=2, per_problem=1)
+    rollouts = tmp_path / "empty.jsonl"
+    rollouts.write_text(content, encoding="utf-8")
+    out = tmp_path / "beta.jsonl"
+    result = runner.invoke(
+        app, ["distill", "--problems", str(problems), "--rollouts", str(rollouts), "--out", str(out)]
+    )
+    assert result.exit_code == 2, result.output
+    assert f"error: {rollouts}: no valid rollout" in " ".join(result.stderr.split())
+    assert not out.exists() and not Path(f"{out}.work").exists()

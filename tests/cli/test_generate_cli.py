@@ -70,7 +70,7 @@ def test_generate_text_file_one_prompt_a_line(model_dir, tmp_path: Path) -> None
     [
         ((), "exactly one of --prompt"),
         (("--prompt", "a", "--prompts", "x.txt"), "exactly one of --prompt"),
-        (("--prompt", "a", "--engine", "vllm"), "--engine must be torch or sglang"),
+        (("--prompt", "a", "--engine", "vllm"), "'--engine': 'vllm' is not one of 'torch', 'sglang'"),
         (("--prompt", "a", "--server", "http://127.0.0.1:9"), "--server needs --engine sglang"),
         (("--prompts", "missing.jsonl"), "no such file"),
         (("--prompt", "a", "--engine", "sglang", "--server", "http://127.0.0.1:9"), "cannot reach"),
@@ -134,3 +134,25 @@ def test_serve_answers_then_stops_on_sigterm(model_dir) -> None:
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+def test_samples_do_not_depend_on_how_the_prompts_are_cut(model_dir, tmp_path: Path, monkeypatch) -> None:
+    """Results are printed call by call (progress between calls); a prompt's seed depends on its index only."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"Compute: {i}+{i}\n" for i in range(5)), encoding="utf-8")
+    args = ("--model", model_dir, "--prompts", str(prompts), "--n", "2", "--json", "--max-new-tokens", "6")
+    whole = [json.loads(line) for line in invoke(*args, "--seed", "4").stdout.splitlines()]
+    monkeypatch.setattr("npr_toolkit.cli.generate.SAMPLES_PER_CALL", 2)  # one prompt per engine call
+    cut = [json.loads(line) for line in invoke(*args, "--seed", "4").stdout.splitlines()]
+    assert [(r["prompt_index"], r["sample"]) for r in cut] == [(u, s) for u in range(5) for s in range(2)]
+    assert [r["text"] for r in cut] == [r["text"] for r in whole]
+
+
+@pytest.mark.slow
+def test_a_real_run_prints_no_library_chatter(model_dir) -> None:
+    """No loading bars, deprecation notices or library warnings: stderr stays empty, stdout has the sample."""
+    command = [str(Path(sys.executable).parent / "npr"), "generate", "--model", model_dir, "--prompt", "hi"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([*command, "--max-new-tokens", "4", "--seed", "0"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "" and "prompt 1" in result.stdout

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import typing
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from npr_toolkit.cli.data import app
-from npr_toolkit.cli.validate import ProfileName
 from npr_toolkit.format import PROFILES
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "data" / "examples"
@@ -36,15 +34,16 @@ def document(*args: str) -> dict:
 
 
 def test_profile_choices_match_the_library():
-    assert set(typing.get_args(ProfileName)) == set(PROFILES)
+    help_text = invoke("validate", "--help").stdout
+    assert f"<{'|'.join(PROFILES)}>" in help_text
 
 
 def test_demo_prints_diagnostics_and_a_summary():
     result = invoke("validate", str(DEMO))
     assert result.exit_code == 1
     out = result.stdout
-    assert f"{DEMO}:6:5:1: E101 3 <step>s for 2 <plan>s [step-count]" in out
-    assert f"{DEMO}:7:10:1: S002" in out
+    assert f"{DEMO}:6: 5:1: E101 3 <step>s for 2 <plan>s [step-count]" in out  # record line, then line:col inside
+    assert f"{DEMO}:7: 10:1: S002" in out
     assert "Validated 12 records" in out and "profile strict" in out
     assert "Diagnostics by code" in out and "step-count" in out and "missing-takeaway" in out
     assert "Block widths" in out and "Depth" in out
@@ -98,13 +97,13 @@ def test_plain_text_file_and_record_numbering(tmp_path: Path):
     path.write_text(BAD, encoding="utf-8")
     result = invoke("validate", str(path))
     assert result.exit_code == 1
-    assert f"{path}:1:5:1: E101" in result.stdout
+    assert f"{path}:1: 5:1: E101" in result.stdout
 
 
 def test_stdin(tmp_path: Path):
     result = invoke("validate", "-", stdin=json.dumps({"completion": GOOD}) + "\n" + json.dumps({"completion": BAD}))
     assert result.exit_code == 1
-    assert "<stdin>:2:5:1: E101" in result.stdout
+    assert "<stdin>:2: 5:1: E101" in result.stdout
 
 
 def test_missing_file_is_exit_2_but_other_inputs_are_still_checked(tmp_path: Path):
@@ -122,9 +121,9 @@ def test_bad_lines_and_missing_fields_are_reported_never_dropped(tmp_path: Path)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     result = invoke("validate", str(path))
     assert result.exit_code == 2
-    assert f"{path}:2: error: invalid JSON" in result.stderr
-    assert f"{path}:3: error: no field 'completion' (fields: text)" in result.stderr
-    assert f"{path}:4:5:1: E101" in result.stdout  # later records are still checked
+    assert f"error: {path}:2: invalid JSON" in result.stderr
+    assert f"error: {path}:3: no field 'completion' or 'messages' (fields: text" in result.stderr
+    assert f"{path}:4: 5:1: E101" in result.stdout  # later records are still checked
     doc = document("validate", str(path))
     assert (doc["total"], doc["valid"], doc["invalid"], doc["input_errors"]) == (4, 1, 1, 2)
     assert [r["error"] is not None for r in doc["records"]] == [False, True, True, False]
@@ -199,3 +198,27 @@ def test_stats_in_tokens(qwen_tokenizer_dir: Path):
 def test_help_lists_both_commands():
     result = invoke("--help")
     assert "validate" in result.stdout and "stats" in result.stdout
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path: Path):
+    path = tmp_path / "bom.jsonl"
+    path.write_text("\ufeff" + json.dumps({"completion": GOOD}) + "\n", encoding="utf-8")
+    result = invoke("validate", str(path))
+    assert result.exit_code == 0, result.output
+    assert "valid    1  100.0%" in result.stdout
+
+
+def test_no_summary_table_when_nothing_could_be_read(tmp_path: Path):
+    for command in ("validate", "stats"):
+        result = invoke(command, str(tmp_path / "nope.jsonl"))
+        assert result.exit_code == 2
+        assert result.stderr.strip() == f"error: {tmp_path / 'nope.jsonl'}: no such file"
+        assert result.stdout == ""
+
+
+def test_estimated_records_for_the_progress_bar(tmp_path: Path):
+    from npr_toolkit.data.corpus import estimate_records
+
+    path = jsonl(tmp_path / "n.jsonl", *({"completion": GOOD} for _ in range(5)))
+    assert estimate_records([path, path]) == 10
+    assert estimate_records([path, EXAMPLES / "valid" / "two_plans.txt"]) is None

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from npr_toolkit.data.io import (
+    AtomicJsonl,
     InputError,
     ResumableJsonl,
     SourceRecord,
+    check_outputs,
     read_records,
     write_json_atomic,
     write_jsonl_atomic,
@@ -165,3 +167,63 @@ def test_resumable_jsonl_survives_a_torn_last_line(tmp_path: Path):
         assert [d.get("i", d.get("id")) for d in done] == [0, "r"]
         journal.append({"i": 2})
     assert [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()][-1] == {"i": 2}
+
+
+# --- byte order marks, the streaming atomic writer, outputs checked against inputs ---
+
+
+def test_a_utf8_byte_order_mark_is_not_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    bom = "\ufeff"
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_text(bom + '{"completion": "a"}\n{"completion": "b"}\n', encoding="utf-8")
+    assert [r.data for r in rows(jsonl)] == [{"completion": "a"}, {"completion": "b"}]
+    text = tmp_path / "bom.txt"
+    text.write_text(bom + "<guideline>", encoding="utf-8")
+    assert rows(text)[0].data == {"completion": "<guideline>"}
+    array = tmp_path / "bom.json"
+    array.write_text(bom + '[{"completion": "x"}]', encoding="utf-8")
+    assert rows(array)[0].data == {"completion": "x"}
+    monkeypatch.setattr("sys.stdin", io.StringIO(bom + '{"completion": "s"}\n'))
+    assert rows("-")[0].data == {"completion": "s"}
+
+
+def test_atomic_jsonl_appears_only_when_the_block_completes(tmp_path: Path):
+    path = tmp_path / "out" / "stream.jsonl"
+    with AtomicJsonl(path) as out:
+        out.write({"i": 0})
+        out.write(Rollout(id="r", problem_id="p", prompt="q", completion="c"))
+        assert not path.exists()  # nothing half-written is visible
+    assert out.count == 2 and len(path.read_text(encoding="utf-8").splitlines()) == 2
+    with pytest.raises(KeyError), AtomicJsonl(path) as out:
+        out.write({"i": 1})
+        raise KeyError("the producer failed")
+    assert len(path.read_text(encoding="utf-8").splitlines()) == 2  # the complete old file stays
+    assert sorted(p.name for p in path.parent.iterdir()) == ["stream.jsonl"]
+
+
+def test_check_outputs_compares_files_not_strings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    data = tmp_path / "data.jsonl"
+    data.write_text("{}\n", encoding="utf-8")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(data)
+    monkeypatch.chdir(tmp_path)
+    for same in ("data.jsonl", "./data.jsonl", str(tmp_path / "sub" / ".." / "data.jsonl"), str(link)):
+        with pytest.raises(InputError, match=r"--keep .* is also --in: an output may not replace an input"):
+            check_outputs(inputs={"--in": data}, files={"--keep": same})
+    with pytest.raises(InputError, match="--reject and --keep are the same file"):
+        check_outputs(inputs={}, files={"--keep": "k.jsonl", "--reject": "./k.jsonl"})
+    check_outputs(inputs={"--in": data, "--model": "org/hub-id", "-": "-"}, files={"--keep": "sub/k.jsonl"})
+    assert not (tmp_path / "sub").exists() and data.read_text(encoding="utf-8") == "{}\n"
+
+
+def test_check_outputs_refuses_what_cannot_be_written(tmp_path: Path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x", encoding="utf-8")
+    with pytest.raises(InputError, match=r"--out .*a-file: exists and is not a folder"):
+        check_outputs(inputs={}, folders={"--out": a_file})
+    with pytest.raises(InputError, match=r"--keep .*: is a folder; give the path of a file"):
+        check_outputs(inputs={}, files={"--keep": tmp_path})
+    with pytest.raises(InputError, match="cannot write there"):
+        check_outputs(inputs={}, files={"--keep": a_file / "under-a-file.jsonl"})
+    with pytest.raises(InputError, match=r"--out /proc/npr-x: cannot write there"):
+        check_outputs(inputs={}, folders={"--out": "/proc/npr-x"})

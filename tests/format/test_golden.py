@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from npr_toolkit.data.corpus import CheckOptions, check_texts
 from npr_toolkit.format import Code
-from npr_toolkit.format.report import CheckOptions, check_texts
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "data" / "examples"
 EXPECTED_PATH = EXAMPLES / "expected.json"

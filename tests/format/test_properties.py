@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from npr_toolkit.data.corpus import CheckOptions, check_texts
 from npr_toolkit.format import (
     PROFILES,
     Answer,
@@ -30,7 +31,6 @@ from npr_toolkit.format import (
     validate,
 )
 from npr_toolkit.format import tags as T
-from npr_toolkit.format.report import CheckOptions, check_texts
 
 SETTINGS = settings(derandomize=True, max_examples=100, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 

@@ -96,4 +96,4 @@ def test_sft_cli_missing_model(paths: tuple[Path, Path], tmp_path: Path, monkeyp
     _, data = paths
     result = sft("--model", tmp_path / "nothing-here", "--data", data, "--out", tmp_path / "run")
     assert result.exit_code == 2, result.output
-    assert "cannot load the model" in result.output
+    assert "cannot load model" in result.output

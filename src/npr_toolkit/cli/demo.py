@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from npr_toolkit.cli.common import check_format, console, fail, print_json
+from npr_toolkit.data.io import check_outputs
+from npr_toolkit.display import percent, times
+
+from .command import finish
+from .console import console
+from .options import OutputFormat
+
+if TYPE_CHECKING:
+    from npr_toolkit.demo import DemoResult
 
 
 def demo(
@@ -18,42 +26,25 @@ def demo(
         bool, typer.Option("--quick", help="Smaller stages (~3 min on 2 CPU cores) instead of ~15 min.")
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every stage.")] = 0,
-    output_format: Annotated[str, typer.Option("--format", help="Output: text or json.")] = "text",
+    output_format: OutputFormat = "text",
 ) -> None:
     """Run NPR end to end on a toy task: base model, NPR-Zero stand-in, distill, SFT, PAPO, eval.
 
     Everything runs on the CPU with a 0.5M-parameter model and no downloads, through the same library
     code as the real commands; the final table shows what each stage did.
     """
-    import contextlib
-    import logging
-    import os
-    import sys
-
-    from npr_toolkit.data.io import InputError
     from npr_toolkit.demo import run_demo
 
-    check_format(output_format)
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    log = console.print if output_format == "text" else (lambda message: print(message, file=sys.stderr))
-    quiet = contextlib.redirect_stdout(sys.stderr) if output_format == "json" else contextlib.nullcontext()
-    try:
-        with quiet:
-            result = run_demo(out, quick=quick, seed=seed, log=log)
-    except InputError as exc:
-        fail(str(exc))
-    if output_format == "json":
-        print_json(result.model_dump(mode="json"))
-        return
+    def job() -> DemoResult:
+        check_outputs(inputs={}, folders={"--out": out})
+        return run_demo(out, quick=quick, seed=seed, log=console.print)  # on stderr with --format json
+
+    finish(job, output_format, text=lambda r: _print_table(r, out, quick), data=lambda r: r.model_dump(mode="json"))
+
+
+def _print_table(result: DemoResult, out: Path, quick: bool) -> None:
     from rich import box
     from rich.table import Table
-
-    def pct(value: float | None) -> str:
-        return "" if value is None else f"{100 * value:.1f}%"
-
-    def times(value: float | None) -> str:
-        return "" if value is None else f"{value:.2f}x"
 
     table = Table(
         box=box.SIMPLE_HEAD,
@@ -66,12 +57,12 @@ def demo(
     for row in result.rows:
         table.add_row(
             row.stage,
-            pct(row.accuracy),
-            pct(row.format_valid),
-            pct(row.parallel_rate),
-            times(row.ideal_speedup),
-            times(row.measured_speedup),
-            pct(row.acceptance),
+            percent(row.accuracy, missing=""),
+            percent(row.format_valid, missing=""),
+            percent(row.parallel_rate, missing=""),
+            times(row.ideal_speedup, missing=""),
+            times(row.measured_speedup, missing=""),
+            percent(row.acceptance, missing=""),
             f"{row.seconds:.0f}s",
         )
     console.print(table)
@@ -81,4 +72,4 @@ def demo(
         "the same trees decoded branch after branch; kept: distill acceptance."
     )
     for name, path in result.paths.items():
-        console.print(f"{name}: {path}")
+        console.print(f"{name}: {path}", soft_wrap=True)

@@ -1,19 +1,26 @@
 """``npr eval``: accuracy, format validity, parallelism and speed on a benchmark; ``npr eval compare``.
 
 Usage: ``npr eval --bench aime25 --model runs/papo -k 8 --baseline sequential --out runs/eval/aime25``,
-then ``npr eval compare runs/eval/base runs/eval/papo``.
+then ``npr eval compare runs/eval/base runs/eval/papo``. The options are ``EvalConfig``'s fields.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from npr_toolkit.cli.common import check_format, console, fail, print_json
+from npr_toolkit.data.io import check_outputs
+from npr_toolkit.display import percent, times
+from npr_toolkit.eval.run import EvalConfig
+
+from .command import config_options, finish, parse_config, with_options
+from .console import console, print_paths, print_table
+from .options import OutputFormat
 
 if TYPE_CHECKING:
+    from npr_toolkit.eval.compare import Comparison
     from npr_toolkit.eval.run import EvalSummary
 
 app = typer.Typer(
@@ -28,120 +35,50 @@ def _default_out(bench: str, model: str) -> Path:
 
 
 @app.callback(invoke_without_command=True)
-def run(
-    ctx: typer.Context,
-    bench: Annotated[
-        str | None, typer.Option("--bench", help="aime25, amc23, hmmt25, math500, or a PATH.jsonl of problems.")
-    ] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Model path or hub id the engine loads.")] = None,
-    engine: Annotated[str, typer.Option("--engine", help="Decoding backend: torch or sglang.")] = "torch",
-    server: Annotated[str | None, typer.Option("--server", help="URL of a running SGLang / npr serve.")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="torch device (default: cuda if available).")] = None,
-    k: Annotated[int, typer.Option("-k", "--k", help="Samples per problem.", min=1)] = 8,
-    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N problems.", min=1)] = None,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Token budget per sample.", min=1)] = 4096,
-    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature.", min=0.0)] = 1.0,
-    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.", min=0.0, max=1.0)] = 1.0,
-    seed: Annotated[int, typer.Option("--seed", help="Run seed; each sample derives its own from it.")] = 0,
-    max_width: Annotated[int, typer.Option("--max-width", help="Most branches per block.", min=1)] = 8,
-    max_depth: Annotated[int, typer.Option("--max-depth", help="Deepest block nesting.", min=1)] = 1,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Output folder (default runs/eval/BENCH-MODEL); resumes there.")
-    ] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Folder with NAME.jsonl benchmarks (before $NPR_DATA_DIR).")
-    ] = None,
-    baseline: Annotated[
-        str | None,
-        typer.Option(
-            "--baseline",
-            help="Also decode and time a baseline: 'serial' (same trees, branches one after another: the fair "
-            "speed baseline) or 'sequential' (plain autoregressive decoding).",
-        ),
-    ] = None,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", help="Samples decoded together (1 = per-sample latency).", min=1)
-    ] = 1,
-    prompt_file: Annotated[
-        Path | None, typer.Option("--prompt-file", help="Prompt template with {problem} (default: NPR instruction).")
-    ] = None,
-    grade_workers: Annotated[int, typer.Option("--grade-workers", help="Grading processes (0: in-process).")] = 1,
-    output_format: Annotated[str, typer.Option("--format", help="Output: text or json.")] = "text",
-) -> None:
+@with_options(
+    config_options(EvalConfig, exclude=("progress",), optional=("bench", "model", "out"), aliases={"k": "-k"})
+)
+def run(ctx: typer.Context, output_format: OutputFormat = "text", **options: Any) -> None:
     """Sample k completions per problem, grade them, check their format and time the decoding."""
+    from npr_toolkit.eval.run import run_eval
+
     if ctx.invoked_subcommand is not None:
         return
+    bench, model = options["bench"], options["model"]
     if bench is None and model is None:
         typer.echo(ctx.get_help())
         raise typer.Exit(0)
-    if bench is None or model is None:
-        fail("both --bench and --model are required")
-    if engine not in ("torch", "sglang"):
-        fail(f"--engine must be torch or sglang, not {engine!r}")
-    if baseline not in (None, "serial", "sequential"):
-        fail(f"--baseline must be 'serial' or 'sequential', not {baseline!r}")
-    check_format(output_format)
+    out = options["out"] or _default_out(bench or "", model or "")
+    config = parse_config(EvalConfig, {**options, "out": out, "progress": output_format == "text"})
 
-    from npr_toolkit.data.io import InputError
-    from npr_toolkit.eval.run import EvalConfig, run_eval
+    def job() -> EvalSummary:
+        inputs = {"--bench": config.bench, "--model": config.model, "--prompt-file": config.prompt_file}
+        check_outputs(inputs=inputs, folders={"--out": config.out})
+        return run_eval(config)
 
-    config = EvalConfig(
-        bench=bench,
-        model=model,
-        out=out or _default_out(bench, model),
-        engine=engine,
-        server=server,
-        device=device,
-        k=k,
-        limit=limit,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
-        max_width=max_width,
-        max_depth=max_depth,
-        data_dir=data_dir,
-        baseline=baseline,
-        batch_size=batch_size,
-        prompt_file=prompt_file,
-        grade_workers=grade_workers,
-        progress=output_format == "text",
-    )
-    try:
-        summary = run_eval(config)
-    except InputError as exc:
-        fail(str(exc))
-    if output_format == "json":
-        print_json(summary.model_dump(mode="json"))
-        return
-    _print_summary(summary)
+    finish(job, output_format, text=_print_summary, data=lambda summary: summary.model_dump(mode="json"))
 
 
 def _print_summary(summary: EvalSummary) -> None:
-    from rich.table import Table
-
-    from npr_toolkit.eval.report import pct, times
-
-    table = Table(title=f"{summary.benchmark.name}: {summary.benchmark.problems} problems")
-    table.add_column("metric")
-    for mode in summary.metrics:
-        table.add_column(mode, justify="right")
     ms = list(summary.metrics.values())
     k = ms[0].k
+
+    def pct(value: float) -> str:
+        return percent(value, sign=False)
+
     rows = [
-        (f"avg@{k} (%)", [pct(m.avg_at_k) for m in ms]),
-        (f"pass@{k} (%)", [pct(m.pass_at_k) for m in ms]),
-        (f"maj@{k} (%)", [pct(m.maj_at_k) for m in ms]),
-        *((f"valid {p} (%)", [pct(m.format_valid[p]) for m in ms]) for p in ms[0].format_valid),
-        ("parallel rate (%)", [pct(m.parallel_trigger_rate) for m in ms]),
-        ("mean width / depth", [f"{m.mean_width:.2f} / {m.mean_depth:.2f}" for m in ms]),
-        ("tokens / critical path", [f"{m.mean_total_tokens:.1f} / {m.mean_critical_path_tokens:.1f}" for m in ms]),
-        ("ideal speed-up", [times(m.ideal_speedup) for m in ms]),
-        ("wall time (s) / tokens/s", [f"{m.wall_time:.2f} / {m.tokens_per_second:.1f}" for m in ms]),
+        (f"avg@{k} (%)", *(pct(m.avg_at_k) for m in ms)),
+        (f"pass@{k} (%)", *(pct(m.pass_at_k) for m in ms)),
+        (f"maj@{k} (%)", *(pct(m.maj_at_k) for m in ms)),
+        *((f"valid {p} (%)", *(pct(m.format_valid[p]) for m in ms)) for p in ms[0].format_valid),
+        ("parallel rate (%)", *(pct(m.parallel_trigger_rate) for m in ms)),
+        ("mean width / depth", *(f"{m.mean_width:.2f} / {m.mean_depth:.2f}" for m in ms)),
+        ("tokens / critical path", *(f"{m.mean_total_tokens:.1f} / {m.mean_critical_path_tokens:.1f}" for m in ms)),
+        ("ideal speed-up", *(times(m.ideal_speedup) for m in ms)),
+        ("wall time (s) / tokens/s", *(f"{m.wall_time:.2f} / {m.tokens_per_second:.1f}" for m in ms)),
     ]
-    for name, values in rows:
-        table.add_row(name, *values)
-    console.print(table)
+    title = f"{summary.benchmark.name}: {summary.benchmark.problems} problems"
+    print_table(title, rows, header=("metric", *summary.metrics))
     if summary.speedup is not None:
         s = summary.speedup
         baseline = next(m for m in summary.metrics if m != "parallel")
@@ -150,33 +87,21 @@ def _print_summary(summary: EvalSummary) -> None:
             f"(ideal {times(s.ideal)})"
         )
     console.print(f"{summary.generated} samples decoded, {summary.resumed} resumed")
-    for key, path in summary.outputs.items():
-        console.print(f"{key}: {path}")
+    print_paths(summary.outputs)
 
 
 @app.command("compare")
 def compare(
     run_dirs: Annotated[list[Path], typer.Argument(help="Output folders of `npr eval` runs.")],
-    output_format: Annotated[str, typer.Option("--format", help="Output: text or json.")] = "text",
+    output_format: OutputFormat = "text",
 ) -> None:
     """Print the metrics of several runs side by side."""
-    from npr_toolkit.data.io import InputError
     from npr_toolkit.eval.compare import compare_runs
 
-    check_format(output_format)
-    try:
-        comparison = compare_runs(run_dirs)
-    except InputError as exc:
-        fail(str(exc))
-    if output_format == "json":
-        print_json(comparison.model_dump(mode="json"))
-        return
-    from rich.table import Table
+    finish(
+        lambda: compare_runs(run_dirs), output_format, text=_print_comparison, data=lambda c: c.model_dump(mode="json")
+    )
 
-    table = Table()
-    table.add_column("metric")
-    for column in comparison.columns:
-        table.add_column(column, justify="right")
-    for row in comparison.rows:
-        table.add_row(row.metric, *row.values)
-    console.print(table)
+
+def _print_comparison(comparison: Comparison) -> None:
+    print_table("", ((row.metric, *row.values) for row in comparison.rows), header=("metric", *comparison.columns))

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from npr_toolkit.cli.demo import demo
-from npr_toolkit.cli.eval import app as eval_app
-from npr_toolkit.cli.generate import app as generate_app
-from npr_toolkit.cli.train import train_app
+from .console import Group
+from .demo import demo
+from .eval import app as eval_app
+from .generate import app as generate_app
+from .train import train_app
 
 app = typer.Typer(
     name="npr",
     help="Native Parallel Reasoning: train (zero, sft, papo), generate, serve, eval, demo.",
+    cls=Group,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )

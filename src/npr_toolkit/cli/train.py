@@ -1,21 +1,27 @@
 """``npr train``: the training stages: ``zero`` (NPR-Zero GRPO), ``sft`` (NPR-Beta), ``papo`` (PAPO).
 
 Usage: ``npr train sft --model Qwen/Qwen3-4B-Instruct-2507 --data runs/beta.jsonl --out runs/sft
---config configs/sft.yaml``.
-Options shared by the stages are defined once below; any config field can also be set with
-``--set FIELD=VALUE`` (YAML value syntax).
+--config configs/sft.yaml``. Each stage's config is a TRL dataclass (``NPRSFTConfig``, ``ZeroConfig``,
+``PAPOConfig``): it holds every default and checks every value. The flags below set its most used
+fields (declared once, for every stage that has them); ``--set FIELD=VALUE`` (YAML value syntax) sets
+any other field. The trainers' modules are imported only when a stage runs, so ``--help`` is fast.
 """
 
 from __future__ import annotations
 
-import contextlib
-import sys
+import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
+from rich.markup import escape
 
-from npr_toolkit.cli.common import check_format, console, fail, print_json
+from npr_toolkit.data.io import check_outputs
+
+from .command import Options, finish, with_options
+from .console import console, fail, print_table
+from .options import Model, OutputFormat, PromptFile
 
 if TYPE_CHECKING:
     from npr_toolkit.train.sft import SFTReport
@@ -27,30 +33,59 @@ train_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# --- options shared by the stages
-ModelOpt = Annotated[str, typer.Option("--model", help="Base model: hub id or local path (tags are added).")]
-OutOpt = Annotated[Path, typer.Option("--out", help="Output folder: checkpoint (model + tokenizer) and report.")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file of config fields (see configs/).")]
-MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", help="Stop after N optimizer steps.", min=1)]
-LearningRateOpt = Annotated[float | None, typer.Option("--learning-rate", help="Peak learning rate.", min=0.0)]
-BatchSizeOpt = Annotated[
-    int | None, typer.Option("--per-device-train-batch-size", help="Sequences per device per micro-batch.", min=1)
-]
-GradAccumOpt = Annotated[
-    int | None, typer.Option("--gradient-accumulation-steps", help="Micro-batches per optimizer step.", min=1)
-]
-EpochsOpt = Annotated[float | None, typer.Option("--num-train-epochs", help="Epochs over the data.", min=0.0)]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Training seed (data order, init of new rows).")]
-LoggingStepsOpt = Annotated[int | None, typer.Option("--logging-steps", help="Log every N steps.", min=1)]
-SetOpt = Annotated[
+SHOWN_DROPPED = 20
+
+Out = Annotated[Path, typer.Option("--out", help="Output folder: checkpoint (model + tokenizer) and report.")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML file of config fields (see configs/).")]
+Sets = Annotated[
     list[str] | None,
     typer.Option("--set", help="Any config field as FIELD=VALUE (YAML value), repeatable; wins over --config."),
 ]
-FormatOpt = Annotated[str, typer.Option("--format", help="Output: text or json.")]
 
 
-def _overrides(sets: list[str] | None, **flags: Any) -> dict[str, Any]:
-    """Config overrides from ``--set`` pairs and the explicit flags that were given (flags win)."""
+ALL, RL = ("sft", "zero", "papo"), ("zero", "papo")
+
+
+def _option(stages: tuple[str, ...], kind: Any, flag: str, help: str) -> tuple[tuple[str, ...], tuple[Any, None]]:
+    """A config field's flag for ``stages``; None (not given) leaves the field to --config, --set or its default."""
+    return stages, (Annotated[kind | None, typer.Option(flag, help=help)], None)
+
+
+FLAGS = {  # config field -> (the stages that have it, its option); one line adds a flag
+    "max_steps": _option(ALL, int, "--max-steps", "Stop after N optimizer steps."),
+    "learning_rate": _option(ALL, float, "--learning-rate", "Peak learning rate."),
+    "per_device_train_batch_size": _option(
+        ALL, int, "--per-device-train-batch-size", "Sequences per device per micro-batch."
+    ),
+    "gradient_accumulation_steps": _option(
+        ("sft",), int, "--gradient-accumulation-steps", "Micro-batches per optimizer step."
+    ),
+    "num_train_epochs": _option(("sft",), float, "--num-train-epochs", "Epochs over the data."),
+    "max_length": _option(("sft",), int, "--max-length", "Longest record in tokens; longer ones are dropped."),
+    "semantics": _option(
+        ("sft",),
+        str,
+        "--semantics",
+        "canonical (torch engine), reprefill (exact on stock SGLang/vLLM servers) or npr-compat (official NPR "
+        "code); recorded in the checkpoint.",
+    ),
+    "view_mode": _option(("sft",), str, "--view-mode", "Former name of --semantics (canonical or npr-compat)."),
+    "attn_implementation": _option(("sft",), str, "--attn-implementation", "flex_attention (GPU), sdpa or eager."),
+    "num_generations": _option(RL, int, "--num-generations", "Samples per prompt."),
+    "max_completion_length": _option(RL, int, "--max-completion-length", "Token budget per rollout (critical path)."),
+    "filter_profile": _option(("papo",), str, "--filter-profile", "Structural filter: strict, lenient or npr-compat."),
+    "prompt_file": (RL, (PromptFile, None)),
+    "seed": _option(ALL, int, "--seed", "Training seed (data order, init of new rows)."),
+    "logging_steps": _option(("sft",), int, "--logging-steps", "Log every N steps."),
+}
+
+
+def _flags(stage: str) -> Options:
+    return {name: option for name, (stages, option) in FLAGS.items() if stage in stages}
+
+
+def _overrides(sets: list[str] | None, flags: dict[str, Any]) -> dict[str, Any]:
+    """Config overrides from ``--set`` pairs and the flags that were given (flags win)."""
     import yaml
 
     values: dict[str, Any] = {}
@@ -62,112 +97,56 @@ def _overrides(sets: list[str] | None, **flags: Any) -> dict[str, Any]:
             values[key.strip()] = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             fail(f"--set {key}: invalid value: {exc}")
-    return values | {key: value for key, value in flags.items() if value is not None}
+    given = {key: str(value) if isinstance(value, Path) else value for key, value in flags.items() if value is not None}
+    return values | given
 
 
 @train_app.command("sft")
+@with_options(_flags("sft"))
 def sft(
-    model: ModelOpt,
+    model: Model,
     data: Annotated[Path, typer.Option("--data", help="NPR-Beta corpus (JSONL from `npr-data distill`).")],
-    out: OutOpt,
-    config: ConfigOpt = None,
-    max_steps: MaxStepsOpt = None,
-    learning_rate: LearningRateOpt = None,
-    per_device_train_batch_size: BatchSizeOpt = None,
-    gradient_accumulation_steps: GradAccumOpt = None,
-    num_train_epochs: EpochsOpt = None,
-    max_length: Annotated[
-        int | None, typer.Option("--max-length", help="Longest record in tokens; longer ones are dropped.", min=1)
-    ] = None,
-    semantics: Annotated[
-        str | None,
-        typer.Option(
-            "--semantics",
-            help="canonical (torch engine), reprefill (exact on stock SGLang/vLLM servers) or npr-compat (official "
-            "NPR code); recorded in the checkpoint.",
-        ),
-    ] = None,
-    view_mode: Annotated[
-        str | None, typer.Option("--view-mode", help="Former name of --semantics (canonical or npr-compat).")
-    ] = None,
-    attn_implementation: Annotated[
-        str | None, typer.Option("--attn-implementation", help="flex_attention (GPU), sdpa or eager.")
-    ] = None,
-    seed: SeedOpt = None,
-    logging_steps: LoggingStepsOpt = None,
-    sets: SetOpt = None,
-    output_format: FormatOpt = "text",
+    out: Out,
+    config: ConfigFile = None,
+    sets: Sets = None,
+    output_format: OutputFormat = "text",
+    **flags: Any,
 ) -> None:
     """Fine-tune on the Beta corpus with the parallel attention view; save model + tokenizer to --out."""
-    check_format(output_format)
-    overrides = _overrides(
-        sets,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        per_device_train_batch_size=per_device_train_batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        num_train_epochs=num_train_epochs,
-        max_length=max_length,
-        semantics=semantics,
-        view_mode=view_mode,
-        attn_implementation=attn_implementation,
-        seed=seed,
-        logging_steps=logging_steps,
-    )
+    overrides = _overrides(sets, flags)
 
-    from npr_toolkit.data.io import InputError
-    from npr_toolkit.train.sft import REPORT_NAME, SFTReport, run_sft
+    def job() -> SFTReport:
+        from npr_toolkit.train.sft import REPORT_NAME, SFTReport, run_sft
 
-    # The trainer prints its logs to stdout; with --format json stdout carries only the report.
-    logs = contextlib.redirect_stdout(sys.stderr) if output_format == "json" else contextlib.nullcontext()
-    try:
-        with logs:
-            path = run_sft(model, data, out, config=config, **overrides)
-    except InputError as exc:
-        fail(str(exc))
-    report = SFTReport.model_validate_json((path / REPORT_NAME).read_text(encoding="utf-8"))
-    if output_format == "json":
-        print_json(report.model_dump(mode="json"))
-        return
-    _print_report(report)
+        inputs = {"--model": model, "--data": data, "--config": config}
+        check_outputs(inputs=inputs, folders={"--out": out})
+        path = run_sft(model, data, out, config=config, **overrides)
+        return SFTReport.model_validate_json((path / REPORT_NAME).read_text(encoding="utf-8"))
+
+    finish(job, output_format, text=_print_sft, data=lambda report: report.model_dump(mode="json"))
 
 
-def _print_report(report: SFTReport) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"npr train sft: {report.out}")
-    table.add_column("item")
-    table.add_column("value", justify="right")
-    dropped = ", ".join(f"{n} {kind}" for kind, n in sorted(report.dropped.items())) or "none"
+def _print_sft(report: SFTReport) -> None:
     loss = "-" if report.first_loss is None else f"{report.first_loss:.4f} -> {report.last_loss:.4f}"
     view = report.view_mode if report.view_mode == report.semantics else f"{report.view_mode} (as {report.semantics})"
-    for name, value in (
+    rows = [
         ("records read / trained", f"{report.records} / {report.trained}"),
-        ("dropped", dropped),
+        ("dropped", ", ".join(f"{n} {kind}" for kind, n in sorted(report.dropped.items())) or "none"),
         ("semantics / attention", f"{view} / {report.attn_implementation}"),
-        ("optimizer steps", str(report.steps)),
+        ("optimizer steps", report.steps),
         ("logged loss (first -> last)", loss),
         ("mean train loss", f"{report.train_loss:.4f}"),
         ("runtime (s)", f"{report.runtime_s:.1f}"),
-    ):
-        table.add_row(name, value)
-    console.print(table)
-    for item in report.dropped_records[:20]:
-        console.print(f"[yellow]dropped[/] {item.where}: {item.kind}: {item.reason}")
-    if len(report.dropped_records) > 20:
-        console.print(f"... {len(report.dropped_records) - 20} more in {report.out}/sft_report.json")
+    ]
+    print_table(f"npr train sft: {report.out}", rows, header=("item", "value"))
+    for item in report.dropped_records[:SHOWN_DROPPED]:
+        console.print(f"[yellow]dropped[/] {escape(item.where)}: {item.kind}: {escape(item.reason)}", soft_wrap=True)
+    if len(report.dropped_records) > SHOWN_DROPPED:
+        console.print(f"... {len(report.dropped_records) - SHOWN_DROPPED} more in {report.out}/sft_report.json")
     console.print(f"checkpoint: {report.out}")
 
 
-# --- the RL stages
-ProblemsOpt = Annotated[Path, typer.Option("--problems", help="Problem set: JSONL of {id, problem, answer}.")]
-GenerationsOpt = Annotated[int | None, typer.Option("--num-generations", help="Samples per prompt.", min=2)]
-CompletionOpt = Annotated[
-    int | None, typer.Option("--max-completion-length", help="Token budget per rollout (critical path).", min=1)
-]
-PromptFileOpt = Annotated[
-    Path | None, typer.Option("--prompt-file", help="Prompt template with {problem} (default: the NPR instruction).")
-]
+# --- the RL stages: one command, registered as zero and papo
 RL_METRICS = (
     "reward",
     "npr/accuracy",
@@ -177,37 +156,22 @@ RL_METRICS = (
     "npr/total_tokens",
     "npr/critical_path_tokens",
     "npr/filtered",
+    "npr/onpolicy_max_abs_diff",
     "rewards/format_reward/mean",
     "rewards/correctness_reward/mean",
     "loss",
 )
+RL_HELP = {
+    "zero": "NPR-Zero: DAPO-style GRPO with the format + correctness rewards, ordinary sequential sampling.",
+    "papo": "PAPO: on-policy RL with rollouts from the parallel engine and log π through the training view.",
+}
 
 
-def _run_rl(
-    stage: str,
-    run: Any,
-    model: str,
-    problems: Path,
-    out: Path,
-    config: Path | None,
-    output_format: str,
-    overrides: dict[str, Any],
-) -> None:
-    """Run an RL stage, then print the first and last logged values of its key metrics."""
-    import json
-
-    from npr_toolkit.data.io import InputError
-
-    check_format(output_format)
-    logs = contextlib.redirect_stdout(sys.stderr) if output_format == "json" else contextlib.nullcontext()
-    try:
-        with logs:
-            path = run(model, problems, out, config=config, **overrides)
-    except InputError as exc:
-        fail(str(exc))
+def _rl_summary(stage: str, path: Path) -> dict[str, Any]:
+    """The first and last logged values of the stage's key metrics (from ``trainer_state.json``)."""
     history = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
     steps = [entry for entry in history if "reward" in entry or "loss" in entry]
-    summary = {
+    return {
         "stage": stage,
         "out": str(path),
         "steps": len(steps),
@@ -215,82 +179,47 @@ def _run_rl(
         "first": {k: steps[0][k] for k in RL_METRICS if steps and steps[0].get(k) is not None},
         "last": {k: steps[-1][k] for k in RL_METRICS if steps and steps[-1].get(k) is not None},
     }
-    if output_format == "json":
-        print_json(summary)
-        return
-    from rich.table import Table
-
-    table = Table(title=f"npr train {stage}: {path} ({len(steps)} logged steps)")
-    for column in ("metric", "first step", "last step"):
-        table.add_column(column, justify="left" if column == "metric" else "right")
-    for key in summary["last"]:
-        table.add_row(key, f"{summary['first'].get(key, float('nan')):.4g}", f"{summary['last'][key]:.4g}")
-    console.print(table)
 
 
-@train_app.command("zero")
-def zero(
-    model: ModelOpt,
-    problems: ProblemsOpt,
-    out: OutOpt,
-    config: ConfigOpt = None,
-    max_steps: MaxStepsOpt = None,
-    learning_rate: LearningRateOpt = None,
-    per_device_train_batch_size: BatchSizeOpt = None,
-    num_generations: GenerationsOpt = None,
-    max_completion_length: CompletionOpt = None,
-    prompt_file: PromptFileOpt = None,
-    seed: SeedOpt = None,
-    sets: SetOpt = None,
-    output_format: FormatOpt = "text",
-) -> None:
-    """NPR-Zero: DAPO-style GRPO with the format + correctness rewards, ordinary sequential sampling."""
-    from npr_toolkit.train.zero import run_zero
-
-    overrides = _overrides(
-        sets,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        per_device_train_batch_size=per_device_train_batch_size,
-        num_generations=num_generations,
-        max_completion_length=max_completion_length,
-        prompt_file=str(prompt_file) if prompt_file else None,
-        seed=seed,
-    )
-    _run_rl("zero", run_zero, model, problems, out, config, output_format, overrides)
+def _print_rl(summary: dict[str, Any]) -> None:
+    first, last = summary["first"], summary["last"]
+    rows = [(key, f"{first.get(key, float('nan')):.4g}", f"{last[key]:.4g}") for key in last]
+    title = f"npr train {summary['stage']}: {summary['out']} ({summary['steps']} logged steps)"
+    print_table(title, rows, header=("metric", "first step", "last step"))
 
 
-@train_app.command("papo")
-def papo(
-    model: ModelOpt,
-    problems: ProblemsOpt,
-    out: OutOpt,
-    config: ConfigOpt = None,
-    max_steps: MaxStepsOpt = None,
-    learning_rate: LearningRateOpt = None,
-    per_device_train_batch_size: BatchSizeOpt = None,
-    num_generations: GenerationsOpt = None,
-    max_completion_length: CompletionOpt = None,
-    filter_profile: Annotated[
-        str | None, typer.Option("--filter-profile", help="Structural filter: strict, lenient or npr-compat.")
-    ] = None,
-    prompt_file: PromptFileOpt = None,
-    seed: SeedOpt = None,
-    sets: SetOpt = None,
-    output_format: FormatOpt = "text",
-) -> None:
-    """PAPO: on-policy RL with rollouts from the parallel engine and log π through the training view."""
-    from npr_toolkit.train.papo import run_papo
+def _rl_command(stage: Literal["zero", "papo"]) -> Callable[..., None]:
+    def command(
+        model: Model,
+        problems: Annotated[Path, typer.Option("--problems", help="Problem set: JSONL of {id, problem, answer}.")],
+        out: Out,
+        config: ConfigFile = None,
+        sets: Sets = None,
+        output_format: OutputFormat = "text",
+        **flags: Any,
+    ) -> None:
+        overrides = _overrides(sets, flags)
 
-    overrides = _overrides(
-        sets,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        per_device_train_batch_size=per_device_train_batch_size,
-        num_generations=num_generations,
-        max_completion_length=max_completion_length,
-        filter_profile=filter_profile,
-        prompt_file=str(prompt_file) if prompt_file else None,
-        seed=seed,
-    )
-    _run_rl("papo", run_papo, model, problems, out, config, output_format, overrides)
+        def job() -> dict[str, Any]:
+            if stage == "zero":
+                from npr_toolkit.train.zero import run_zero as run
+            else:
+                from npr_toolkit.train.papo import run_papo as run
+
+            inputs = {
+                "--model": model,
+                "--problems": problems,
+                "--config": config,
+                "--prompt-file": flags["prompt_file"],
+            }
+            check_outputs(inputs=inputs, folders={"--out": out})
+            return _rl_summary(stage, run(model, problems, out, config=config, **overrides))
+
+        finish(job, output_format, text=_print_rl, data=lambda summary: summary)
+
+    command.__doc__ = RL_HELP[stage]
+    return with_options(_flags(stage))(command)
+
+
+train_app.command("zero")(_rl_command("zero"))
+train_app.command("papo")(_rl_command("papo"))

@@ -1,23 +1,28 @@
 """``npr-data validate`` and ``npr-data stats``: check trajectories like a compiler, summarise structure.
 
-Both commands run ``npr_toolkit.format.report.CorpusRun`` over the inputs and print: per-record
-diagnostics (``file:record:line:col: CODE message``) and rich summary tables, or one JSON document.
-Registered on the ``npr-data`` app in ``cli/data.py``.
+Both run ``npr_toolkit.data.corpus.CorpusRun`` over the inputs and print per-record diagnostics
+(``file.jsonl:6: 5:1: E101 ...``: the record's line, then line:column inside its completion) and
+summary tables, or one JSON document. Registered on the ``npr-data`` app in ``cli/data.py``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..data.io import InputError
-from ..format import CODE_TABLE, Code
-from ..format.report import CheckOptions, CorpusRun, CorpusSummary, RecordReport
-from .common import console, err_console, fail, print_json
+from npr_toolkit.data.corpus import CheckOptions, CorpusRun, CorpusSummary, RecordReport, estimate_records
+from npr_toolkit.data.io import InputError, check_outputs
+from npr_toolkit.display import percent, times
+from npr_toolkit.format import CODE_TABLE, Code
+
+from .command import config_options, parse_config, with_options
+from .console import console, error, fail, print_json, print_table
+from .options import OutputFormat
+from .progress import Bar
 
 app = typer.Typer()
 
@@ -28,128 +33,100 @@ Paths = Annotated[
         show_default=False,
     ),
 ]
-Field = Annotated[
-    str,
-    typer.Option(
-        "--field", help="Record field with the completion (a list of chat messages: the last assistant turn)."
-    ),
-]
-Format = Annotated[Literal["text", "json"], typer.Option("--format", help="Output format.")]
-ProfileName = Literal["strict", "lenient", "npr-compat"]  # the keys of npr_toolkit.format.PROFILES
-Tokenizer = Annotated[
-    str | None,
-    typer.Option(
-        "--tokenizer", help="Measure lengths in tokens of this tokenizer (path or name) instead of characters."
-    ),
-]
 Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes (records are checked in chunks).")]
+PROGRESS_EVERY = 256  # records between progress bar updates
 
 
 @app.command()
+@with_options(config_options(CheckOptions))
 def validate(
     paths: Paths,
-    field: Field = "completion",
-    profile: Annotated[ProfileName, typer.Option("--profile", help="Which rules apply (see README).")] = "strict",
-    output: Format = "text",
     keep: Annotated[Path | None, typer.Option("--keep", help="Write the valid records here (JSONL).")] = None,
     reject: Annotated[Path | None, typer.Option("--reject", help="Write the invalid records here (JSONL).")] = None,
     jobs: Jobs = 1,
-    max_width: Annotated[
-        int | None, typer.Option("--max-width", min=1, help="Override the profile's max width.")
-    ] = None,
-    max_depth: Annotated[
-        int | None, typer.Option("--max-depth", min=1, help="Override the profile's max depth.")
-    ] = None,
-    max_tokens: Annotated[
-        int | None, typer.Option("--max-tokens", min=1, help="Longest allowed trajectory (tokens, or characters).")
-    ] = None,
-    min_width: Annotated[int, typer.Option("--min-width", min=1, help="Filter: every block at least this wide.")] = 1,
-    require_parallel: Annotated[
-        bool, typer.Option("--require-parallel", help="Filter: some block must have width >= 2.")
-    ] = False,
-    tokenizer: Tokenizer = None,
+    output_format: OutputFormat = "text",
+    **options: Any,
 ) -> None:
     """Check NPR trajectories against a profile; exit 0 all valid, 1 some invalid, 2 input errors."""
-    options = CheckOptions(
-        profile=profile,
-        field=field,
-        max_width=max_width,
-        max_depth=max_depth,
-        max_tokens=max_tokens,
-        min_width=min_width,
-        require_parallel=require_parallel,
-        tokenizer=tokenizer,
-    )
-    run = _start(paths, options, jobs=jobs, keep=keep, reject=reject)
+    check = parse_config(CheckOptions, options)
+    try:
+        check_outputs(inputs={f"input {p}": p for p in paths}, files={"--keep": keep, "--reject": reject})
+    except InputError as exc:
+        fail(str(exc))
+    run = _start(paths, check, jobs=jobs, keep=keep, reject=reject)
     records = []
-    for report in run:
-        if output == "json":
+    for report in _with_progress(run, paths, "validate"):
+        if output_format == "json":
             records.append(report.to_json())
         else:
             _print_report(report)
     summary = run.summary
-    if output == "json":
+    if output_format == "json":
         print_json({**summary.to_json(), "records": records})
     else:
         _print_failed_inputs(summary)
-        _print_validation(summary, paths)
+        if summary.total:
+            _print_validation(summary, paths)
     raise typer.Exit(summary.exit_code)
 
 
 @app.command()
-def stats(
-    paths: Paths,
-    field: Field = "completion",
-    output: Format = "text",
-    tokenizer: Tokenizer = None,
-    jobs: Jobs = 1,
-) -> None:
+@with_options(config_options(CheckOptions, only=("field", "tokenizer")))
+def stats(paths: Paths, jobs: Jobs = 1, output_format: OutputFormat = "text", **options: Any) -> None:
     """Structure statistics of a corpus: blocks, widths, depth, total vs critical path, speed-up, parallel rate."""
-    run = _start(paths, CheckOptions(profile="lenient", field=field, tokenizer=tokenizer), jobs=jobs)
-    for report in run:
-        if report.error is not None and output == "text":
-            _print_input_error(report)
+    run = _start(paths, parse_config(CheckOptions, {**options, "profile": "lenient"}), jobs=jobs)
+    for report in _with_progress(run, paths, "stats"):
+        if report.error is not None and output_format == "text":
+            error(f"{report.where}: {report.error}")
     summary = run.summary
-    if output == "json":
+    if output_format == "json":
         print_json(
             {**summary.stats_json(), "input_errors": summary.input_errors, "failed_inputs": summary.failed_inputs}
         )
     else:
         _print_failed_inputs(summary)
-        _print_stats(summary)
+        if summary.total:
+            _print_stats(summary)
     raise typer.Exit(2 if summary.failed_inputs or summary.input_errors else 0)
 
 
-def _start(paths: list[str], options: CheckOptions, **kwargs) -> CorpusRun:
+def _start(paths: list[str], options: CheckOptions, **kwargs: Any) -> CorpusRun:
     try:
         return CorpusRun(paths, options, **kwargs)
     except InputError as exc:
         fail(str(exc))
 
 
+def _with_progress(run: CorpusRun, paths: list[str], label: str):
+    """The run's reports, with a progress bar on the terminal."""
+    with Bar(label, "records") as bar:
+        total = estimate_records(paths) if bar.shown else None  # a pass over the files: only for a bar
+        for done, report in enumerate(run, 1):
+            if done % PROGRESS_EVERY == 0:
+                bar(done, total)
+            yield report
+
+
 # --- printing ---
-
-
-def _print_input_error(report: RecordReport) -> None:
-    err_console.print(f"{escape(report.where)}: [bold red]error:[/] {escape(report.error or '')}", soft_wrap=True)
 
 
 def _print_report(report: RecordReport) -> None:
     if report.error is not None:
-        _print_input_error(report)
+        error(f"{report.where}: {report.error}")
         return
     for d in report.diagnostics:
-        typer.echo(f"{report.where}:{d.line}:{d.column}: {typer.style(d.code.value, fg='red')} {d.message} [{d.name}]")
+        code = typer.style(d.code.value, fg="red")
+        typer.echo(f"{report.where}: {d.line}:{d.column}: {code} {d.message} [{d.name}]")
         typer.echo(typer.style(f"    | {d.excerpt}", dim=True))
 
 
 def _print_failed_inputs(summary: CorpusSummary) -> None:
     for message in summary.failed_inputs:
-        err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+        error(message)
 
 
-def _percent(part: int, whole: int) -> str:
-    return f"{100 * part / whole:.1f}%" if whole else "-"
+def _share(part: int, whole: int) -> str:
+    return percent(part / whole if whole else None)
 
 
 def _histogram(title: str, counts: dict[int, int], unit: str) -> Table:
@@ -174,21 +151,14 @@ def _print_validation(summary: CorpusSummary, paths: list[str]) -> None:
     overview.add_column(justify="left")
     overview.add_column(justify="right")
     overview.add_column(justify="right")
-    overview.add_row("[green]valid[/]", str(summary.valid), _percent(summary.valid, total))
-    overview.add_row("[red]invalid[/]", str(summary.invalid), _percent(summary.invalid, total))
+    overview.add_row("[green]valid[/]", str(summary.valid), _share(summary.valid, total))
+    overview.add_row("[red]invalid[/]", str(summary.invalid), _share(summary.invalid, total))
     if summary.input_errors:
-        overview.add_row("[red]input errors[/]", str(summary.input_errors), _percent(summary.input_errors, total))
+        overview.add_row("[red]input errors[/]", str(summary.input_errors), _share(summary.input_errors, total))
     console.print(overview)
     if summary.by_code:
-        codes = Table(title="Diagnostics by code", title_justify="left", padding=(0, 1))
-        codes.add_column("code")
-        codes.add_column("name")
-        codes.add_column("count", justify="right")
-        codes.add_column("meaning")
-        for code, count in sorted(summary.by_code.items()):
-            name, meaning = CODE_TABLE[Code(code)]
-            codes.add_row(code, name, str(count), meaning)
-        console.print(codes)
+        rows = [(code, *CODE_TABLE[Code(code)], count) for code, count in sorted(summary.by_code.items())]
+        print_table("Diagnostics by code", rows, header=("code", "name", "meaning", "count"))
     _print_shape(summary)
 
 
@@ -202,26 +172,21 @@ def _print_shape(summary: CorpusSummary) -> None:
 def _print_stats(summary: CorpusSummary) -> None:
     s = summary.stats_json()
     unit = s["unit"]
-    table = Table(title="Structure statistics", title_justify="left", show_header=False, padding=(0, 1))
-    table.add_column()
-    table.add_column(justify="right")
     rows = [
-        ("records", f"{s['records']}"),
-        ("parsed (well-formed)", f"{s['parsed']} ({_percent(s['parsed'], s['records'])})"),
-        ("blocks", f"{s['blocks']}"),
+        ("records", s["records"]),
+        ("parsed (well-formed)", f"{s['parsed']} ({_share(s['parsed'], s['records'])})"),
+        ("blocks", s["blocks"]),
         ("blocks per parsed record", f"{s['blocks'] / s['parsed']:.2f}" if s["parsed"] else "-"),
         ("mean block width", f"{s['mean_width']:.2f}"),
-        ("parallel trigger rate", f"{s['parallel']} ({_percent(s['parallel'], s['parsed'])})"),
+        ("parallel trigger rate", f"{s['parallel']} ({_share(s['parallel'], s['parsed'])})"),
         (f"mean length ({unit})", f"{s['mean_length']:.1f}"),
         (f"mean critical path ({unit})", f"{s['mean_critical_path']:.1f}"),
         (f"total / critical path ({unit})", f"{s['length']} / {s['critical_path']}"),
-        ("mean ideal speed-up", f"{s['mean_speedup']:.2f}x"),
-        ("max ideal speed-up", f"{s['max_speedup']:.2f}x"),
-        ("corpus ideal speed-up", f"{s['corpus_speedup']:.2f}x"),
+        ("mean ideal speed-up", times(s["mean_speedup"])),
+        ("max ideal speed-up", times(s["max_speedup"])),
+        ("corpus ideal speed-up", times(s["corpus_speedup"])),
     ]
-    for name, value in rows:
-        table.add_row(name, value)
-    console.print(table)
+    print_table("Structure statistics", rows)
     if summary.blocks:
         console.print(_histogram("Blocks per record", summary.blocks, "blocks"))
     _print_shape(summary)

@@ -50,25 +50,29 @@ def _default_workers() -> int:
 
 
 class DistillConfig(BaseModel):
-    """Options of one ``npr-data distill`` run (the CLI flags, one to one)."""
+    """Options of one ``npr-data distill`` run: each field is a flag (``--per-problem``), its description the help."""
 
     model_config = ConfigDict(frozen=True)
-    problems: Path
-    out: Path
-    rollouts: Path | None = None
-    model: str | None = None
-    samples: int | None = Field(None, ge=1, description="samples per problem and round (--model)")
-    profile: str = "strict"
-    select: Policy = "first"
-    per_problem: int = Field(1, ge=1)
-    max_tries: int = Field(8, ge=1, description="sampling rounds per problem at most (--model)")
-    workers: int = Field(default_factory=_default_workers, ge=0, description="grading processes; 0 = in-process")
-    grade_timeout: float = Field(5.0, gt=0.0)
-    min_width: int = Field(1, ge=1)
-    require_parallel: bool = False
-    seed: int = 0
-    prompt_file: Path | None = None
-    save_to_disk: Path | None = None
+    problems: Path = Field(description="Problems JSONL: {id, problem, answer[, source]}.")
+    out: Path = Field(description="Output Beta SFT JSONL (also OUT.report.json, OUT.work/).")
+    rollouts: Path | None = Field(None, description="NPR-Zero rollouts: {id, problem_id, prompt, completion}.")
+    model: str | None = Field(None, description="Sample the rollouts with this model (folder or hub id) instead.")
+    samples: int | None = Field(None, ge=1, description="With --model: samples per problem and round.")
+    profile: str = Field("strict", description="Format profile the samples must pass: strict, lenient, npr-compat.")
+    select: Policy = Field("first", description="Which accepted samples to keep: first, shortest or most-parallel.")
+    per_problem: int = Field(1, ge=1, description="Accepted samples kept per problem.")
+    max_tries: int = Field(8, ge=1, description="With --model: sampling rounds per problem at most.")
+    workers: int = Field(
+        default_factory=_default_workers,
+        ge=0,
+        description="Grading processes (0: in-process; default: cores - 1, max 4).",
+    )
+    grade_timeout: float = Field(5.0, gt=0.0, description="Seconds to grade one answer before it is a timeout.")
+    min_width: int = Field(1, ge=1, description="Reject a sample with a block narrower than N.")
+    require_parallel: bool = Field(False, description="Reject a sample with no block of width >= 2.")
+    seed: int = Field(0, description="With --model: sampling seed (each problem and round derives its own).")
+    prompt_file: Path | None = Field(None, description="With --model: prompt template with {problem}.")
+    save_to_disk: Path | None = Field(None, description="Also save the corpus as a `datasets` folder here.")
     engine: Literal["torch", "sglang"] = "torch"
     server: str | None = None
     device: str | None = None
@@ -522,6 +526,11 @@ def run_distill(config: DistillConfig, progress: Progress | None = None) -> Dist
         raise InputError(f"{config.problems}: no valid problem" + (f" ({shown})" if shown else ""))
     by_id = {problem.id: problem for problem in problems}
     bad = {str(config.problems): bad_problems}
+    if config.rollouts is not None:
+        entries, bad[str(config.rollouts)] = index_rollouts(config.rollouts, by_id)
+        if not entries:  # nothing to distil: an empty corpus would only hide the mistake
+            why = "; ".join(bad[str(config.rollouts)][:3]) or "the file has no records"
+            raise InputError(f"{config.rollouts}: no valid rollout ({why})")
     journal, restarted = _open_work_dir(config, fingerprint(config, template))
     structural = StructuralFilter(config.profile, min_width=config.min_width, require_parallel=config.require_parallel)
     grader = Grader(workers=config.workers, timeout=config.grade_timeout, grace=max(2.0, config.grade_timeout))
@@ -531,7 +540,6 @@ def run_distill(config: DistillConfig, progress: Progress | None = None) -> Dist
 
     with journal, grader:
         if config.rollouts is not None:
-            entries, bad[str(config.rollouts)] = index_rollouts(config.rollouts, by_id)
             results, resumed = _judge_rollouts(config, by_id, entries, journal, make_judge, progress)
 
             def fetch(wanted: set[int]) -> dict[int, Rollout]:

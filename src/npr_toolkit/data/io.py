@@ -2,8 +2,10 @@
 
 Readers stream and never stop on a bad record: each yields ``SourceRecord``s that carry either the
 data or an error naming file and line, so callers count and report bad input instead of dropping it.
-Writers are atomic (temp file + rename); ``ResumableJsonl`` appends with fsync and, on restart,
-keeps every complete line and discards a torn last line, so a killed job resumes without loss.
+A UTF-8 byte order mark is read as nothing. Writers are atomic (``AtomicJsonl``: temp file + rename,
+streaming); ``ResumableJsonl`` appends with fsync and, on restart, keeps every complete line and
+discards a torn last line, so a killed job resumes without loss. ``check_outputs`` runs before any
+work: no output may replace an input, and every output must be writable.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from types import TracebackType
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..errors import InputError
 
 
 class SourceRecord(BaseModel):
@@ -32,10 +37,6 @@ class SourceRecord(BaseModel):
     @property
     def where(self) -> str:
         return f"{self.source}:{self.line if self.line is not None else self.index + 1}"
-
-
-class InputError(Exception):
-    """A whole input cannot be read (missing file, unknown format): a usage error, exit 2."""
 
 
 R = TypeVar("R")
@@ -116,6 +117,9 @@ def _from_rows(source: str, rows: Iterable[dict[str, Any]]) -> Iterator[SourceRe
         yield SourceRecord(source=source, index=index, data=dict(row))
 
 
+BOM = "\ufeff"  # a UTF-8 byte order mark, as some editors write one; never part of the data
+
+
 def _looks_like_json(text: str) -> bool:
     return text.lstrip()[:1] in ("{", "[", '"')
 
@@ -128,7 +132,7 @@ def read_records(path: str | Path, text_field: str = "completion") -> Iterator[S
     """
     name = str(path)
     if name == "-":
-        text = sys.stdin.read()
+        text = sys.stdin.read().removeprefix(BOM)
         yield from _from_text("<stdin>", text, text_field)
         return
     p = Path(path)
@@ -159,10 +163,10 @@ def read_records(path: str | Path, text_field: str = "completion") -> Iterator[S
             raise InputError(f"{name}: cannot read parquet: {exc}") from None
         return
     if p.suffix in (".jsonl", ".ndjson"):
-        with p.open(encoding="utf-8", errors="replace") as handle:
+        with p.open(encoding="utf-8-sig", errors="replace") as handle:
             yield from _from_lines(name, handle, text_field)
         return
-    yield from _from_text(name, p.read_text(encoding="utf-8", errors="replace"), text_field)
+    yield from _from_text(name, p.read_text(encoding="utf-8-sig", errors="replace"), text_field)
 
 
 def _from_text(source: str, text: str, text_field: str) -> Iterator[SourceRecord]:
@@ -182,42 +186,121 @@ def _readable(path: str) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
+def _dumps(record: dict[str, Any] | BaseModel) -> str:
+    if isinstance(record, BaseModel):
+        return record.model_dump_json()
+    return json.dumps(record, ensure_ascii=False, default=str)
+
+
+class AtomicJsonl:
+    """A JSONL file written in a stream to a temp file beside it, renamed into place only on success.
+
+    Use as a context manager: leaving the block normally commits (fsync + rename), leaving it by an
+    exception (or a generator closed early) discards the temp file, so readers never see half a
+    file and an existing file is replaced only by a complete one.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.count = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        # backslashreplace writes a lone surrogate (from a JSON escape) as its escape: records round-trip.
+        self._handle = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace")
+
+    def write(self, record: dict[str, Any] | BaseModel) -> None:
+        self._handle.write(_dumps(record) + "\n")
+        self.count += 1
+
+    def __enter__(self) -> AtomicJsonl:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None):
+        try:
+            if kind is None:
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
+            self._handle.close()
+            if kind is None:
+                _readable(self._tmp)
+                os.replace(self._tmp, self.path)
+        finally:
+            Path(self._tmp).unlink(missing_ok=True)
+
+
 def write_jsonl_atomic(path: str | Path, records: Iterable[dict[str, Any] | BaseModel]) -> int:
-    """Write all records to ``path`` at once (temp file + rename): readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(_dumps(record) + "\n")
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        _readable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return count
+    """Write all records to ``path`` at once (``AtomicJsonl``); returns how many."""
+    with AtomicJsonl(path) as out:
+        for record in records:
+            out.write(record)
+    return out.count
 
 
 def write_json_atomic(path: str | Path, value: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-    _readable(tmp)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(value, handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
+        _readable(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
-def _dumps(record: dict[str, Any] | BaseModel) -> str:
-    if isinstance(record, BaseModel):
-        return record.model_dump_json()
-    return json.dumps(record, ensure_ascii=False)
+# --- outputs: checked before any work -----------------------------------------------------------
+
+Named = Mapping[str, str | Path | None]  # what the user calls a path (a CLI flag) -> the path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """One file under two names (relative, ``..``, symlinks, hard links), whether it exists or not."""
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def _writable(name: str, path: Path, folder: bool) -> None:
+    """The output can be created: its nearest existing folder takes a new file (probed, nothing left)."""
+    if folder and path.exists() and not path.is_dir():
+        raise InputError(f"{name} {path}: exists and is not a folder")
+    if not folder and path.is_dir():
+        raise InputError(f"{name} {path}: is a folder; give the path of a file")
+    target = path if folder else path.parent
+    existing = next(p for p in (target.absolute(), *target.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"{name} {path}: cannot write there ({existing} is a file)")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise InputError(f"{name} {path}: cannot write there ({exc.strerror or exc})") from None
+
+
+def check_outputs(*, inputs: Named, files: Named | None = None, folders: Named | None = None) -> None:
+    """Refuse, before any work, an output that would replace an input or that cannot be written.
+
+    Paths are compared as files, not strings (``a.jsonl``, ``./a.jsonl`` and a link to it are one
+    file); two outputs may not be one file either. Nothing is created: a command that fails later
+    leaves no empty output folder behind.
+
+    Raises:
+        InputError: naming the output and the input it would replace, or why it cannot be written.
+    """
+    outputs = [(name, Path(p), False) for name, p in (files or {}).items() if p is not None]
+    outputs += [(name, Path(p), True) for name, p in (folders or {}).items() if p is not None]
+    sources = [(name, Path(p)) for name, p in inputs.items() if p is not None and str(p) != "-" and Path(p).exists()]
+    for i, (name, path, _) in enumerate(outputs):
+        for source_name, source in sources:
+            if _same_file(path, source):
+                raise InputError(f"{name} {path} is also {source_name}: an output may not replace an input")
+        for other_name, other, _ in outputs[:i]:
+            if _same_file(path, other):
+                raise InputError(f"{name} and {other_name} are the same file {path}")
+    for name, path, folder in outputs:
+        _writable(name, path, folder)
 
 
 class ResumableJsonl:

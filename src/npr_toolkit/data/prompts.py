@@ -1,15 +1,18 @@
-"""The NPR instruction prompt (written for this project) and chat-message builders.
+"""The NPR instruction prompt (written for this project), chat-message builders and prompt files.
 
 Distillation, training and evaluation all build prompts here, so a trajectory is always trained on
 the prompt it was sampled with. ``--prompt-file`` options load any other template with a
-``{problem}`` placeholder.
+``{problem}`` placeholder; ``read_prompts`` reads the prompts ``npr generate --prompts`` samples.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .io import InputError
+from .io import InputError, read_records
+
+PROMPT_FIELDS = ("prompt", "problem")
+SHOWN_ERRORS = 10
 
 NPR_INSTRUCTION = """Solve the problem below by reasoning in parallel where the work splits into independent parts.
 
@@ -52,3 +55,31 @@ def load_template(path: str | Path | None) -> str:
 def user_message(problem: str, template: str = NPR_INSTRUCTION) -> list[dict[str, str]]:
     """The conversation prefix for one problem: a single user turn."""
     return [{"role": "user", "content": template.replace("{problem}", problem)}]
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """Prompts from a .txt (one per non-empty line) or any record file (field ``prompt`` or ``problem``).
+
+    Raises:
+        InputError: a missing or empty file, or any record without a prompt (each named with file:line).
+    """
+    path = Path(path)
+    if path.suffix == ".txt":
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        prompts = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    else:
+        prompts, bad = [], []
+        for record in read_records(path, text_field="prompt"):
+            value = next((record.data[k] for k in PROMPT_FIELDS if record.data and k in record.data), None)
+            if record.error or not isinstance(value, str) or not value.strip():
+                bad.append(f"{record.where}: {record.error or 'no non-empty prompt or problem field'}")
+            else:
+                prompts.append(value)
+        if bad:
+            shown = "\n  ".join(bad[:SHOWN_ERRORS])
+            more = "\n  ..." if len(bad) > SHOWN_ERRORS else ""
+            raise InputError(f"{len(bad)} bad prompt record(s) in {path}:\n  {shown}{more}")
+    if not prompts:
+        raise InputError(f"{path}: no prompts")
+    return prompts

@@ -10,10 +10,11 @@ not depend on the other problems, their order, or what an interrupted run did be
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from npr_toolkit.seeds import derive_seed
 
 from .distill import Judge, Progress, accepted, sample_result
 from .io import ResumableJsonl
@@ -26,8 +27,7 @@ if TYPE_CHECKING:
 
 def round_seed(seed: int, problem_id: str, round_index: int) -> int:
     """A 31-bit seed per (run seed, problem, round), the same in every process and run."""
-    digest = hashlib.sha256(f"{seed}:{problem_id}:{round_index}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") >> 1
+    return derive_seed(seed, problem_id, round_index)
 
 
 class Sampler:

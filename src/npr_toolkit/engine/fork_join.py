@@ -24,11 +24,11 @@ A backend subclasses ``ForkJoinEngine`` and implements ``_complete`` (one call o
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
+from ..seeds import derive_seed
 from ..view.tokens import tag_vocab
 from .lanes import Lane, Request, Token
 from .params import Generation, SamplingParams
@@ -155,8 +155,7 @@ class ForkJoinEngine:
         stops = request.stop_ids | self.tag_stops if params.parallel else request.stop_ids
         seed = None
         if seed_key is not None:
-            key = f"{seed_key}:{lane.path}:{lane.length}".encode()
-            seed = int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big") >> 1
+            seed = derive_seed(seed_key, lane.path, lane.length)
         return LaneCall(
             input_ids=request.prompt_ids + _context(lane),
             max_new_tokens=budget,

@@ -13,6 +13,7 @@ reports them at the sampling temperature gives different numbers whenever temper
 
 from __future__ import annotations
 
+from ..checkpoints import load_tokenizer
 from .fork_join import ForkJoinEngine, LaneCall, generation_eos
 from .http_client import JSONClient, ServerError
 from .openai_wire import completion_payload, completion_tokens
@@ -35,15 +36,13 @@ class OpenAIEngine(ForkJoinEngine):
         max_concurrency: int = 64,
         timeout: float = 600.0,
     ):
-        from transformers import AutoTokenizer
-
         url = server_url.rstrip("/")
         url = url if url.endswith("/v1") else f"{url}/v1"
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         self.client = JSONClient(url, what="OpenAI-compatible server", timeout=timeout, headers=headers)
         self.client.get("/models")  # fail early, with a clear message, when nothing answers there
         self.served_model = served_model or model
-        super().__init__(AutoTokenizer.from_pretrained(model), set(generation_eos(model)), max_concurrency)
+        super().__init__(load_tokenizer(model), set(generation_eos(model)), max_concurrency)
 
     def _complete(self, call: LaneCall) -> list[tuple[int, float]]:
         answer = self.client.post("/completions", completion_payload(call, self.served_model))

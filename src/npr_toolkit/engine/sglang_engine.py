@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from ..checkpoints import load_tokenizer
 from .fork_join import ForkJoinEngine, LaneCall, generation_eos
 from .http_client import JSONClient
 from .sglang_wire import SGLangError, output_tokens, payload
@@ -69,8 +70,6 @@ class SGLangEngine(ForkJoinEngine):
     """``generate(prompts, params) -> list[Generation]`` over SGLang's ``/generate`` (see module doc)."""
 
     def __init__(self, model: str, *, server_url: str | None = None, max_concurrency: int = 64, timeout: float = 600.0):
-        from transformers import AutoTokenizer
-
         if server_url is not None:
             self.transport: HTTPTransport | InProcessTransport = HTTPTransport(server_url, timeout)
         else:
@@ -82,7 +81,7 @@ class SGLangEngine(ForkJoinEngine):
                     "or the sglang package (pip install 'npr-toolkit[sglang]')"
                 ) from None
         self.transport.check()
-        super().__init__(AutoTokenizer.from_pretrained(model), set(generation_eos(model)), max_concurrency)
+        super().__init__(load_tokenizer(model), set(generation_eos(model)), max_concurrency)
 
     def _complete(self, call: LaneCall) -> list[tuple[int, float]]:
         return output_tokens(self.transport.generate(payload(call)))

@@ -57,15 +57,18 @@ class TorchEngine:
 
     @classmethod
     def from_pretrained(cls, path: str, *, device: str | None = None, dtype: str | None = None) -> TorchEngine:
-        """Load a model and tokenizer (hub id or directory); float32 on CPU, bf16 on GPU by default."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        """Load a model and tokenizer (hub id or directory); float32 on CPU, bf16 on GPU by default.
+
+        Raises:
+            InputError: the checkpoint cannot be loaded (``checkpoints.load_checkpoint`` says why).
+        """
+        from ..checkpoints import load_checkpoint
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = (
             getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
         )
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation="sdpa").to(device)
+        model, tokenizer = load_checkpoint(path, dtype=torch_dtype, device=device)
         return cls(model, tokenizer)
 
     def format_chat(self, messages: list[dict[str, str]]) -> str:

@@ -23,7 +23,6 @@ from npr_toolkit.data.records import Problem, describe_error
 
 DATA_DIR_ENV = "NPR_DATA_DIR"
 SHARED_RELATIVE = Path("..") / "shared" / "benchmarks"
-_MAX_LISTED_ERRORS = 10
 
 
 class BenchmarkError(InputError):

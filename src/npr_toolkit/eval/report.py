@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from npr_toolkit.data.io import InputError, write_json_atomic
+from npr_toolkit.display import percent, times
 from npr_toolkit.format import PROFILES
 
 from .metrics import Metrics, SampleRecord, Speedup
@@ -65,11 +66,7 @@ def load_results(run_dir: str | Path) -> Results:
 
 
 def pct(value: float) -> str:
-    return f"{100 * value:.1f}"
-
-
-def times(value: float) -> str:
-    return f"{value:.2f}x"
+    return percent(value, sign=False)  # the headers carry the unit
 
 
 def _accuracy_table(results: Results) -> list[str]:

@@ -27,6 +27,7 @@ from npr_toolkit.data.io import InputError, ResumableJsonl, write_json_atomic
 from npr_toolkit.data.prompts import load_template, user_message
 from npr_toolkit.data.records import Problem
 from npr_toolkit.format import PROFILES, extract_boxed, validate
+from npr_toolkit.seeds import derive_seed
 
 from .benchmarks import load_benchmark
 from .metrics import Metrics, Mode, SampleRecord, Speedup, compute_metrics, compute_speedup
@@ -40,29 +41,33 @@ _PINNED = ("bench", "model", "engine", "max_new_tokens", "temperature", "top_p",
 
 
 class EvalConfig(BaseModel):
-    """Options of one ``npr eval`` run (the CLI flags, one to one)."""
+    """Options of one ``npr eval`` run: each field is a flag (``--batch-size``), its description the help."""
 
     model_config = ConfigDict(frozen=True)
-    bench: str
+    bench: str = Field(description="aime25, amc23, hmmt25, math500, or a PATH.jsonl of problems.")
     model: str
-    out: Path
+    out: Path = Field(description="Output folder (default runs/eval/BENCH-MODEL); a rerun resumes there.")
     engine: Literal["torch", "sglang"] = "torch"
     server: str | None = None
     device: str | None = None
-    k: int = Field(8, ge=1)
-    limit: int | None = Field(None, ge=1)
+    k: int = Field(8, ge=1, description="Samples per problem.")
+    limit: int | None = Field(None, ge=1, description="Only the first N problems.")
     max_new_tokens: int = Field(4096, ge=1)
     temperature: float = Field(1.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int = 0
-    max_width: int = Field(8, ge=1)
-    max_depth: int = Field(1, ge=1)
-    data_dir: Path | None = None
-    baseline: Literal["serial", "sequential"] | None = None
-    batch_size: int = Field(1, ge=1, description="samples decoded together; 1 = per-sample latency")
+    max_width: int = Field(8, ge=1, description="Most branches per block.")
+    max_depth: int = Field(1, ge=1, description="Deepest block nesting.")
+    data_dir: Path | None = Field(None, description="Folder with NAME.jsonl benchmarks (before $NPR_DATA_DIR).")
+    baseline: Literal["serial", "sequential"] | None = Field(
+        None,
+        description="Also decode and time a baseline: serial (the same trees, branches one after another: the "
+        "fair speed baseline) or sequential (plain autoregressive decoding).",
+    )
+    batch_size: int = Field(1, ge=1, description="Samples decoded together (1: per-sample latency).")
     prompt_file: Path | None = None
-    grade_workers: int = Field(1, ge=0)
-    grade_timeout: float = Field(5.0, gt=0.0)
+    grade_workers: int = Field(1, ge=0, description="Grading processes (0: in-process).")
+    grade_timeout: float = Field(5.0, gt=0.0, description="Seconds to grade one answer before it is a timeout.")
     progress: bool = True
 
 
@@ -82,8 +87,7 @@ class EvalSummary(BaseModel):
 
 def sample_seed(seed: int, problem_id: str, sample: int) -> int:
     """A seed per (run seed, problem, sample), stable under changes of k, --limit and order."""
-    digest = hashlib.sha256(f"{seed}:{problem_id}:{sample}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+    return derive_seed(seed, problem_id, sample)
 
 
 class Assessment(BaseModel):

@@ -6,7 +6,7 @@ from .filter import StructuralFilter, Verdict
 from .parse import ParseResult, parse, parse_tree
 from .stats import TreeStats, token_length, tree_stats
 from .tree import Answer, Block, Guideline, Plan, Step, Takeaway, Text, Trajectory
-from .validate import PROFILES, Profile, Validation, get_profile, validate
+from .validate import PROFILES, Profile, ProfileName, Validation, get_profile, validate
 
 __all__ = [
     "CODE_TABLE",
@@ -19,6 +19,7 @@ __all__ = [
     "ParseResult",
     "Plan",
     "Profile",
+    "ProfileName",
     "Step",
     "StructuralFilter",
     "Takeaway",

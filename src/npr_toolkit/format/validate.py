@@ -8,6 +8,7 @@ from the parser in the same shape. Profiles are data: ``PROFILES`` holds the thr
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -34,7 +35,9 @@ class Profile(BaseModel):
     max_tokens: int | None = None  # (E106), in the unit of the length function
 
 
-PROFILES: dict[str, Profile] = {
+ProfileName = Literal["strict", "lenient", "npr-compat"]  # the keys of PROFILES
+
+PROFILES: dict[ProfileName, Profile] = {
     "strict": Profile(
         name="strict",
         numbering=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..checkpoints import load_checkpoint
 from ..data.io import InputError
 from ..view import add_tag_tokens
 
@@ -15,13 +16,7 @@ def load_pretrained(name: str | Path, *, dtype: Any = None, attn_implementation:
     Raises:
         InputError: the model or tokenizer cannot be loaded, or the tokenizer has no chat template.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(name))
-        model = AutoModelForCausalLM.from_pretrained(str(name), dtype=dtype, attn_implementation=attn_implementation)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{name}: cannot load the model: {exc}") from None
+    model, tokenizer = load_checkpoint(name, dtype=dtype, attn_implementation=attn_implementation)
     if tokenizer.chat_template is None:
         raise InputError(f"{name}: the tokenizer has no chat template")
     if tokenizer.pad_token is None:

@@ -20,6 +20,7 @@ from ..data.problems import read_problems
 from ..data.prompts import load_template, user_message
 from .config import load_config
 from .loading import load_pretrained
+from .progress import show_progress
 
 
 def problem_dataset(problems: list, template: str):
@@ -84,6 +85,7 @@ def run_rl(
     attn = getattr(cfg, "attn_implementation", None) or "sdpa"
     policy, tokenizer = load_pretrained(model, dtype=torch.float32, attn_implementation=attn)
     trainer = build_trainer(model=policy, args=cfg, train_dataset=dataset, processing_class=tokenizer)
+    show_progress(trainer)  # a bar with loss and reward instead of raw log dicts
     trainer.train()
     if trainer.state.global_step == 0:
         raise InputError(

@@ -34,6 +34,7 @@ from npr_toolkit.view.batch import Attention
 from npr_toolkit.view.semantics import read_semantics, record_semantics
 
 from .loading import load_pretrained
+from .progress import show_progress
 from .sft_config import NPRSFTConfig, load_sft_config
 
 logger = logging.getLogger(__name__)
@@ -276,6 +277,7 @@ def run_sft(
         processing_class=tokenizer,
         data_collator=collator,
     )
+    show_progress(trainer, "sft")
     started = time.perf_counter()
     result = trainer.train()
     runtime = time.perf_counter() - started

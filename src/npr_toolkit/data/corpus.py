@@ -1,49 +1,56 @@
-"""Corpus-level checking and summaries: the library behind ``npr-data validate`` and ``npr-data stats``.
+"""Corpus-level checking and summaries: the job behind ``npr-data validate`` and ``npr-data stats``.
 
-``CorpusRun(paths, options, jobs=N)`` streams records from ``npr_toolkit.data.io.read_records``, checks
-each completion with the structural filter (in a process pool over chunks when ``jobs > 1``), yields
+``CorpusRun(paths, options, jobs=N)`` streams records from ``io.read_records``, checks each completion
+with the format layer's structural filter (in a process pool over chunks when ``jobs > 1``), yields
 one ``RecordReport`` per record in input order, optionally writes the original records to keep/reject
-JSONL files, and folds every report into a ``CorpusSummary`` as it goes. Only a bounded window of
-chunks is in memory at any time, so memory stays flat in corpus size.
+JSONL files (``io.AtomicJsonl``: they appear only when the run completes), and folds every report into
+a ``CorpusSummary`` as it goes. Only a bounded window of chunks is in memory at any time, so memory
+stays flat in corpus size.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import ExitStack
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..data.io import InputError, SourceRecord, read_records
-from .diagnostics import Diagnostic
-from .filter import StructuralFilter
-from .stats import Length, TreeStats, token_length
-from .validate import Profile, get_profile
+from ..checkpoints import load_tokenizer
+from ..format import Diagnostic, Profile, ProfileName, StructuralFilter, TreeStats, get_profile, token_length
+from ..format.stats import Length
+from .io import AtomicJsonl, InputError, SourceRecord, read_records
 
 CHUNK_RECORDS = 256  # records per task sent to a worker
 CHUNK_CHARS = 1 << 20  # ... or fewer when they add up to this many characters
 WINDOW_PER_JOB = 2  # chunks in flight per worker: keeps workers busy, bounds memory
 
 
+COMPLETION_FIELDS = ("completion", "messages")  # looked for, in this order, when no field is named
+
+
 class CheckOptions(BaseModel):
     """What to check and how: a named profile, its overrides, and the filter's trajectory checks."""
 
     model_config = ConfigDict(frozen=True)
-    profile: str = "strict"
-    field: str = "completion"  # the record field holding the completion (or a list of chat messages)
-    max_width: int | None = None  # overrides the profile's limit when set
-    max_depth: int | None = None
-    max_tokens: int | None = None  # in tokens with a tokenizer, else characters
-    min_width: int = 1  # filter: every block at least this wide (F302)
-    require_parallel: bool = False  # filter: some block of width >= 2 (F301)
-    tokenizer: str | None = None  # path or name for AutoTokenizer; lengths are characters without one
+    profile: ProfileName = Field("strict", description="Which rules apply (see README).")
+    field: str | None = Field(
+        None,
+        description="Record field with the completion, or a list of chat messages (its last assistant turn). "
+        "Default: completion, else messages (distill's output).",
+    )
+    max_width: int | None = Field(None, ge=1, description="Override the profile's max width.")
+    max_depth: int | None = Field(None, ge=1, description="Override the profile's max depth.")
+    max_tokens: int | None = Field(None, ge=1, description="Longest allowed trajectory (tokens, or characters).")
+    min_width: int = Field(1, ge=1, description="Filter: every block at least this wide.")
+    require_parallel: bool = Field(False, description="Filter: some block must have width >= 2.")
+    tokenizer: str | None = Field(
+        None, description="Measure lengths in tokens of this tokenizer (folder or hub id) instead of characters."
+    )
 
     def resolved_profile(self) -> Profile:
         base = get_profile(self.profile)
@@ -215,14 +222,7 @@ def load_length(tokenizer: str | None) -> Length | None:
     Raises:
         InputError: the tokenizer cannot be loaded from that path or name.
     """
-    if tokenizer is None:
-        return None
-    from transformers import AutoTokenizer
-
-    try:
-        return token_length(AutoTokenizer.from_pretrained(tokenizer))
-    except Exception as exc:  # transformers raises OSError, ValueError, ... for a bad path or name
-        raise InputError(f"cannot load tokenizer {tokenizer!r}: {exc}") from None
+    return None if tokenizer is None else token_length(load_tokenizer(tokenizer))
 
 
 @lru_cache(maxsize=4)
@@ -260,8 +260,17 @@ def _clean(text: str) -> str:
     return text
 
 
-def completion_of(data: dict[str, Any], field: str) -> tuple[str | None, str | None]:
-    """``(text, None)`` or ``(None, why not)``. A list of chat messages gives the last assistant turn."""
+def completion_of(data: dict[str, Any], field: str | None) -> tuple[str | None, str | None]:
+    """``(text, None)`` or ``(None, why not)``. A list of chat messages gives the last assistant turn.
+
+    With no ``field``, the first of ``COMPLETION_FIELDS`` the record has: both a completion record and
+    distill's Beta example (``messages``) are read without naming the field.
+    """
+    if field is None:
+        field = next((name for name in COMPLETION_FIELDS if name in data), None)
+        if field is None:
+            fields = ", ".join(map(str, data)) or "none"
+            return None, f"no field 'completion' or 'messages' (fields: {fields}; name one with --field)"
     if field not in data:
         return None, f"no field {field!r} (fields: {', '.join(map(str, data)) or 'none'})"
     value = data[field]
@@ -283,27 +292,6 @@ class _Pending(NamedTuple):
     record: SourceRecord
     text: str | None
     error: str | None
-
-
-class _AtomicJsonl:
-    """JSONL written to a temp file and renamed into place only when the run completes."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        # backslashreplace turns a lone surrogate into its JSON escape, so records round-trip.
-        self.handle = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace")
-
-    def write(self, data: dict[str, Any]) -> None:
-        self.handle.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
-
-    def close(self, commit: bool) -> None:
-        self.handle.close()
-        if commit:
-            os.replace(self.tmp, self.path)
-        else:
-            Path(self.tmp).unlink(missing_ok=True)
 
 
 class CorpusRun:
@@ -338,24 +326,20 @@ class CorpusRun:
         self.summary = CorpusSummary(profile=options.profile, unit="chars" if length is None else "tokens")
 
     def __iter__(self) -> Iterator[RecordReport]:
-        sinks = {name: _AtomicJsonl(path) for name, path in (("keep", self.keep), ("reject", self.reject)) if path}
-        done = False
-        try:
+        with ExitStack() as files:  # committed only when every record went through
+            outputs = ((True, self.keep), (False, self.reject))
+            sinks = {valid: files.enter_context(AtomicJsonl(path)) for valid, path in outputs if path}
             for report, data in self._checked():
                 self.summary.add(report)
-                sink = sinks.get("keep" if report.valid else "reject")
+                sink = sinks.get(report.valid)
                 if sink is not None and data is not None:
                     sink.write(data)
                 yield report
-            done = True
-        finally:
-            for sink in sinks.values():
-                sink.close(commit=done)
 
     def _records(self) -> Iterator[SourceRecord]:
         for path in self.paths:
             try:
-                yield from read_records(path, self.options.field)
+                yield from read_records(path, self.options.field or COMPLETION_FIELDS[0])
             except InputError as exc:
                 self.summary.failed_inputs.append(str(exc))
 
@@ -409,6 +393,21 @@ class CorpusRun:
                 continue
             diagnostics, stats = next(found)
             yield RecordReport(**base, valid=not diagnostics, diagnostics=diagnostics, stats=stats), record.data
+
+
+def estimate_records(paths: Iterable[str | Path]) -> int | None:
+    """At most how many records the inputs hold, counted without parsing (a progress bar's total).
+
+    Lines of JSONL files; None when an input is of another kind (its count is not known up front).
+    """
+    total = 0
+    for path in paths:
+        p = Path(path)
+        if p.suffix not in (".jsonl", ".ndjson") or not p.is_file():
+            return None
+        with p.open("rb") as handle:
+            total += sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+    return total
 
 
 def _texts(chunk: list[_Pending]) -> list[str]:
