@@ -7,7 +7,7 @@
 # script installs them into /tmp/site when .whl/ is present and runs the package from src/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+if [ "${1:-}" != "--dry-run" ] && [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:src${PYTHONPATH:+:$PYTHONPATH}
 fi
