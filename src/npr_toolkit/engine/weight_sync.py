@@ -349,13 +349,13 @@ def _in_thread(fn: Callable[[], Any]) -> Future:
 
 
 def _collect(servers: _Servers, answers: list[Future], local: Future, what: str) -> None:
-    """Wait for every server's answer and this end's part (``local``); at the first failure, raise one
-    error with every failure known then. A server that refuses before taking part in a collective
-    leaves this end waiting until the group's timeout: its answer, not the timeout, is the error."""
+    """Wait for every server's answer and this end's part (``local``); raise one error naming every
+    failure. While this end still waits in a collective, the first failure ends the wait: a server that
+    refused before taking part leaves it waiting until the group's timeout, and its answer is the error."""
     pending = {*answers, local}
     while pending:
         done, pending = wait(pending, return_when=FIRST_COMPLETED)
-        if any(_failure(future, future is local) for future in done):
+        if not local.done() and any(_failure(future, False) for future in done):
             break
     problems = [
         problem
