@@ -129,6 +129,8 @@ class DiskWeightSync:
     def push(self, weights: Weights, version: str | None = None) -> str:
         """Write the weights, have every server load them; returns their new ``weight_version``.
 
+        ``weights``: as for ``DistributedWeightSync.push``.
+
         ``version`` defaults to the next integer after the last one pushed (``"1"`` first).
         """
         version = self.servers.next_version(version)
@@ -239,6 +241,9 @@ class DistributedWeightSync:
     def push(self, weights: Weights, version: str | None = None) -> str:
         """Broadcast the weights to every server; returns their new ``weight_version``.
 
+        ``weights``: the unwrapped model (not DDP's wrapper, whose names start with ``module.``) or a
+        full state dict (FSDP, ZeRO-3: gathered first, e.g. ``accelerator.get_state_dict``).
+
         ``version`` defaults to the next integer after the last one pushed (``"1"`` first). After a
         failed push the group may be out of step: ``close`` this sync and make a new one.
         """
@@ -279,13 +284,16 @@ class DistributedWeightSync:
             if self.sessions[i] is False:
                 continue
             try:
-                client.post("/begin_weight_update", {"selector": "all"})
+                answer = client.post("/begin_weight_update", {"selector": "all"})
             except WeightSyncError as error:
                 if error.status != 404 or self.sessions[i]:
                     self._end(opened)
                     raise
                 self.sessions[i] = False  # SGLang 0.5.4: no sessions, updates without one
                 continue
+            if not isinstance(answer, dict) or answer.get("success") is not True:
+                self._end(opened)
+                raise WeightSyncError(f"{client.url} did not open an update session: {answer}")
             self.sessions[i] = True
             opened.append(i)
         return opened
