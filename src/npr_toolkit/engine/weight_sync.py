@@ -181,6 +181,9 @@ class DistributedWeightSync:
             each server's ``/server_info`` (``/get_server_info`` on SGLang 0.5.4).
         dtype: broadcast in this dtype (e.g. the servers' ``torch.bfloat16``).
         timeout: seconds for joining the group, for each broadcast, and for each server's answer.
+
+    With NCCL, SGLang's own weight-sync test runs the trainer with ``NCCL_CUMEM_ENABLE=0`` and
+    ``NCCL_NVLS_ENABLE=0`` (set before CUDA starts); this class does not set the environment for you.
     """
 
     def __init__(
