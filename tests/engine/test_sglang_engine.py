@@ -154,7 +154,7 @@ def test_per_prompt_seeds_do_not_depend_on_the_batch(engine, prompts) -> None:
 def test_serial_branches_request_one_branch_at_a_time(engine, prompts, model, toy_tokenizer, monkeypatch) -> None:
     calls, peak = [0], [0]
     lock = threading.Lock()
-    send = engine.transport.generate
+    send = engine.transports[0].generate
 
     def counted(payload):
         with lock:
@@ -166,7 +166,7 @@ def test_serial_branches_request_one_branch_at_a_time(engine, prompts, model, to
             with lock:
                 calls[0] -= 1
 
-    monkeypatch.setattr(engine.transport, "generate", counted)
+    monkeypatch.setattr(engine.transports[0], "generate", counted)
     join_open = tag_vocab(toy_tokenizer).takeaway_open
     for seed in range(10):  # one sample at a time: any overlap would be two branches of one block
         (gen,) = engine.generate(prompts[:1], SamplingParams(max_new_tokens=160, seed=seed, serial_branches=True))

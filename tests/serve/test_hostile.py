@@ -108,7 +108,7 @@ def wait_idle(url: str, deadline_s: float = 120) -> dict[str, int]:
     deadline = time.monotonic() + deadline_s
     while True:
         load = call(url, "/get_load")[1]
-        if load == {"inflight": 0, "decoding": 0} or time.monotonic() > deadline:
+        if load == {"inflight": 0, "decoding": 0, "waiting_for_weights": 0} or time.monotonic() > deadline:
             return load
         time.sleep(0.1)
 
@@ -195,7 +195,7 @@ def test_clients_that_leave_stop_their_generation(served) -> None:
     assert call(url, "/get_load")[1]["decoding"] > 0
     for sock in sockets:
         sock.close()  # 5 x 8 unbounded greedy samples, nobody waiting for them
-    assert wait_idle(url) == {"inflight": 0, "decoding": 0}
+    assert wait_idle(url) == {"inflight": 0, "decoding": 0, "waiting_for_weights": 0}
     line = "output(s) early: their client went away"  # the batch running; queued ones never start
     deadline = time.monotonic() + 30
     while line not in log.read_text() and time.monotonic() < deadline:

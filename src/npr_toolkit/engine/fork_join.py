@@ -19,6 +19,16 @@ so limits, forced closes, finish reasons, positions (critical path) and stats me
 every backend. The branches of a block are replayed in lockstep, as the torch engine decodes them,
 so a shared total budget runs out the same way. ``stats.steps`` counts the calls of a sample.
 
+**Several servers** (data-parallel rollouts): the samples are spread over them in contiguous runs
+(sample i of N goes to server ``i * S // N``), and every call of one sample goes to the same server,
+so its radix cache serves the sample's shared prefixes. The seeds do not depend on the server, so
+servers with equal weights give the same samples however many there are.
+
+**Weight versions.** Every answer carries the server's ``weight_version``; all the calls of a sample
+must agree (else the weights changed under it: ``WeightVersionError``), the sample's ``Generation``
+records it, and ``generate(..., weight_version=V)`` refuses any answer from other weights (an
+on-policy trainer passes the version it just pushed).
+
 A backend subclasses ``ForkJoinEngine`` and implements ``_complete`` (one call over its wire).
 """
 
@@ -30,6 +40,7 @@ from dataclasses import dataclass
 
 from ..seeds import derive_seed
 from ..view.tokens import tag_vocab
+from .http_client import ServerError
 from .lanes import Lane, Request, Token
 from .params import Generation, SamplingParams
 
@@ -47,6 +58,18 @@ class LaneCall:
     seed: int | None  # < 2**31: every server takes it
 
 
+@dataclass(frozen=True)
+class LaneAnswer:
+    """What the server sampled for one ``LaneCall``."""
+
+    tokens: list[tuple[int, float]]  # (token id, log-probability), the matched stop id last
+    weight_version: str | None  # the server's weights they were sampled with (None: not reported)
+
+
+class WeightVersionError(ServerError):
+    """A sample was answered by other weights than the caller expects, or by more than one version."""
+
+
 def generation_eos(model: str) -> list[int]:
     """The end-of-sequence ids of the model's generation config (SGLang and vLLM stop at every one)."""
     from transformers import GenerationConfig
@@ -61,18 +84,19 @@ def generation_eos(model: str) -> list[int]:
 class ForkJoinEngine:
     """``generate(prompts, params) -> list[Generation]`` by fork/join over ``_complete`` (module doc)."""
 
-    def __init__(self, tokenizer, stop_ids: set[int], max_concurrency: int = 64):
+    def __init__(self, tokenizer, stop_ids: set[int], max_concurrency: int = 64, servers: int = 1):
         self.tokenizer = tokenizer
         self.vocab = tag_vocab(tokenizer)
         self.max_concurrency = max_concurrency
+        self.servers = servers
         self.stop_ids = frozenset(i for i in stop_ids | {tokenizer.eos_token_id, self.vocab.im_end} if i is not None)
         v = self.vocab
         # Tags after which a lane must be looked at: a fork, a branch's end, or tags the state machine rejects
         # anywhere they can be sampled (the engine inserts <step> and <takeaway>).
         self.tag_stops = frozenset({v.guideline_close, v.step_close, v.step_open, v.takeaway_open})
 
-    def _complete(self, call: LaneCall) -> list[tuple[int, float]]:
-        """The (token id, log-probability) pairs the server sampled for ``call``, the matched stop id last."""
+    def _complete(self, call: LaneCall, server: int) -> LaneAnswer:
+        """What server number ``server`` (of ``self.servers``) sampled for ``call``."""
         raise NotImplementedError
 
     def format_chat(self, messages: list[dict[str, str]]) -> str:
@@ -83,11 +107,14 @@ class ForkJoinEngine:
         prompts: Sequence[str] | Sequence[Sequence[int]],
         params: SamplingParams,
         seeds: Sequence[int] | None = None,
+        *,
+        weight_version: str | None = None,
     ) -> list[Generation]:
         """Sample ``params.n`` completions per prompt, grouped by prompt, all samples concurrently.
 
         ``seeds`` gives each prompt its own seed (instead of ``params.seed``), so a prompt's samples
-        are the same whatever else shares the call.
+        are the same whatever else shares the call. ``weight_version``: every answer must come from
+        these weights (else ``WeightVersionError``, raised at the first answer that does not).
         """
         if seeds is not None and len(seeds) != len(prompts):
             raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
@@ -104,6 +131,22 @@ class ForkJoinEngine:
             seed, sample = (params.seed, index) if seeds is None else (seeds[index // params.n], index % params.n)
             return None if seed is None else f"{seed}:{sample}"
 
+        versions: dict[int, str | None] = {}  # sample index -> the weight version of its first answer
+
+        def check(request: Request, answer: LaneAnswer) -> None:
+            got = answer.weight_version
+            if weight_version is not None and got != weight_version:
+                raise WeightVersionError(
+                    f"sample {request.index} was answered with weight_version {got!r}, not the expected "
+                    f"{weight_version!r}: the server does not hold the weights the rollout is for"
+                )
+            first = versions.setdefault(request.index, got)
+            if got != first:
+                raise WeightVersionError(
+                    f"sample {request.index} was answered with weight_version {first!r}, then {got!r}: "
+                    "the weights changed in the middle of the sample"
+                )
+
         inflight: dict[Future, tuple[Request, int]] = {}
         rounds: dict[int, list[tuple[Lane, list[tuple[int, float]] | None]]] = {}
         with ThreadPoolExecutor(self.max_concurrency) as pool:
@@ -115,9 +158,10 @@ class ForkJoinEngine:
                         request.finish("malformed", "decoding stalled")  # defensive: never loop forever
                     return
                 rounds[request.index] = [(lane, None) for lane in lanes]
+                server = request.index * self.servers // len(requests)
                 for slot, lane in enumerate(lanes):
-                    future = pool.submit(self._complete, self._call(request, lane, seed_key(request.index)))
-                    inflight[future] = (request, slot)
+                    call = self._call(request, lane, seed_key(request.index))
+                    inflight[pool.submit(self._complete, call, server)] = (request, slot)
 
             try:
                 for request in requests:
@@ -126,15 +170,20 @@ class ForkJoinEngine:
                     done, _ = wait(inflight, return_when=FIRST_COMPLETED)
                     for future in done:
                         request, slot = inflight.pop(future)
+                        answer = future.result()
+                        check(request, answer)
                         round_ = rounds[request.index]
-                        round_[slot] = (round_[slot][0], future.result())
+                        round_[slot] = (round_[slot][0], answer.tokens)
                         if all(tokens is not None for _, tokens in round_):
                             self._replay(request, round_)
                             launch(request)
             finally:
                 for future in inflight:
                     future.cancel()
-        return [r.generation(self.tokenizer) for r in requests]
+        generations = [r.generation(self.tokenizer) for r in requests]
+        for gen, request in zip(generations, requests, strict=True):
+            gen.weight_version = versions.get(request.index)
+        return generations
 
     def _encode(self, prompt: str | Sequence[int]) -> list[int]:
         ids = self.tokenizer.encode(prompt, add_special_tokens=False) if isinstance(prompt, str) else list(prompt)

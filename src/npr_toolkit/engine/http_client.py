@@ -17,7 +17,11 @@ from typing import Any
 
 
 class ServerError(RuntimeError):
-    """The server cannot be reached, or it refused or aborted a request."""
+    """The server cannot be reached, or it refused or aborted a request (``status``: its HTTP status)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 def error_message(body: bytes) -> str:
@@ -72,7 +76,7 @@ class JSONClient:
             except urllib.error.HTTPError as error:
                 message = error_message(error.read())
                 if error.code != 503 or attempt == self.busy_retries:
-                    raise self.error(f"{self.url} answered {error.code}: {message}") from None
+                    raise self.error(f"{self.url} answered {error.code}: {message}", error.code) from None
             except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
                 reason = getattr(error, "reason", error)
                 dropped = isinstance(reason, ConnectionResetError | http.client.RemoteDisconnected)

@@ -6,17 +6,20 @@ a request on the concatenated ids, exactly as the SGLang backend does over ``/ge
 (``fork_join.ForkJoinEngine``) is the same. That is the ``reprefill`` semantics (DESIGN §3b): exact
 for checkpoints trained with it, approximate at joins for canonical (§3) ones.
 
-Used by ``load_engine(model, backend="openai", server_url="http://host:port/v1")``. The server must
+Used by ``load_engine(model, backend="openai", server_url="http://host:port/v1")`` (or a list of
+URLs: data-parallel rollouts, as in the SGLang backend). The server must
 report the model's own log-probabilities (temperature 1), as ``npr serve`` does; a server that
 reports them at the sampling temperature gives different numbers whenever temperature != 1.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..checkpoints import load_tokenizer
-from .fork_join import ForkJoinEngine, LaneCall, generation_eos
+from .fork_join import ForkJoinEngine, LaneAnswer, LaneCall, generation_eos
 from .http_client import JSONClient, ServerError
-from .openai_wire import completion_payload, completion_tokens
+from .openai_wire import completion_answer, completion_payload
 
 
 class OpenAIEngine(ForkJoinEngine):
@@ -30,22 +33,29 @@ class OpenAIEngine(ForkJoinEngine):
         self,
         model: str,
         *,
-        server_url: str,
+        server_url: str | Sequence[str],
         served_model: str | None = None,
         api_key: str | None = None,
         max_concurrency: int = 64,
         timeout: float = 600.0,
     ):
-        url = server_url.rstrip("/")
-        url = url if url.endswith("/v1") else f"{url}/v1"
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
-        self.client = JSONClient(url, what="OpenAI-compatible server", timeout=timeout, headers=headers)
-        self.client.get("/models")  # fail early, with a clear message, when nothing answers there
+        self.clients = []
+        for url in [server_url] if isinstance(server_url, str) else server_url:
+            url = url.rstrip("/")
+            url = url if url.endswith("/v1") else f"{url}/v1"
+            client = JSONClient(url, what="OpenAI-compatible server", timeout=timeout, headers=headers)
+            client.get("/models")  # fail early, with a clear message, when nothing answers there
+            self.clients.append(client)
+        if not self.clients:
+            raise ValueError("the openai backend needs at least one server URL")
         self.served_model = served_model or model
-        super().__init__(load_tokenizer(model), set(generation_eos(model)), max_concurrency)
+        tokenizer = load_tokenizer(model)
+        super().__init__(tokenizer, set(generation_eos(model)), max_concurrency, servers=len(self.clients))
 
-    def _complete(self, call: LaneCall) -> list[tuple[int, float]]:
-        answer = self.client.post("/completions", completion_payload(call, self.served_model))
+    def _complete(self, call: LaneCall, server: int) -> LaneAnswer:
+        client = self.clients[server]
+        answer = client.post("/completions", completion_payload(call, self.served_model))
         if not isinstance(answer, dict):
-            raise ServerError(f"{self.client.url}/completions answered {type(answer).__name__}, not an object")
-        return completion_tokens(answer)
+            raise ServerError(f"{client.url}/completions answered {type(answer).__name__}, not an object")
+        return completion_answer(answer)

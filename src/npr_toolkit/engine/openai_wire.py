@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from .fork_join import LaneCall
+from .fork_join import LaneAnswer, LaneCall
 from .http_client import ServerError
 
 TOKEN_ID_PREFIX = "token_id:"  # vLLM's return_tokens_as_token_ids spelling
@@ -175,6 +175,7 @@ class Completion(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: Usage | None = None
+    weight_version: str | None = None  # npr serve: the weights that sampled it (SGLang's meta_info name)
 
 
 class TokenLogprob(BaseModel):
@@ -208,6 +209,7 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+    weight_version: str | None = None  # as in ``Completion``
 
 
 class Delta(BaseModel):
@@ -230,6 +232,7 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     usage: Usage | None = None
+    weight_version: str | None = None  # as in ``Completion``
 
 
 class ModelCard(BaseModel):
@@ -270,8 +273,9 @@ def completion_payload(call: LaneCall, model: str) -> dict[str, Any]:
     return body
 
 
-def completion_tokens(answer: dict[str, Any]) -> list[tuple[int, float]]:
-    """(id, logprob) pairs of one ``/v1/completions`` answer (its first choice)."""
+def completion_answer(answer: dict[str, Any]) -> LaneAnswer:
+    """(id, logprob) pairs of one ``/v1/completions`` answer (its first choice), and the answer's
+    ``weight_version`` (an ``npr serve`` extension; None from servers that do not report one)."""
     try:
         logprobs = answer["choices"][0]["logprobs"]
         pairs = list(zip(logprobs["tokens"], logprobs["token_logprobs"], strict=True))
@@ -282,4 +286,5 @@ def completion_tokens(answer: dict[str, Any]) -> list[tuple[int, float]]:
         if not isinstance(token, str) or not token.startswith(TOKEN_ID_PREFIX) or logprob is None:
             raise ServerError(f"log-prob entry ({token!r}, {logprob}) is not a sampled token's id and log-prob")
         tokens.append((int(token[len(TOKEN_ID_PREFIX) :]), float(logprob)))
-    return tokens
+    version = answer.get("weight_version")
+    return LaneAnswer(tokens, None if version is None else str(version))

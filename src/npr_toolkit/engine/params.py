@@ -64,3 +64,6 @@ class Generation(BaseModel):
     finish_reason: FinishReason
     finish_detail: str | None = None
     stats: GenerationStats
+    # The server's ``weight_version`` every request of this sample was answered with (SGLang's
+    # ``meta_info.weight_version``); None for the in-process torch engine or a server that reports none.
+    weight_version: str | None = None

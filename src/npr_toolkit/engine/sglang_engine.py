@@ -1,7 +1,8 @@
 """The SGLang backend (DESIGN §4): NPR's fork/join decoding over vanilla SGLang's native ``/generate``.
 
 Used by ``load_engine(model, backend="sglang", server_url=...)`` (``npr generate --engine sglang``,
-``npr eval --engine sglang``). It talks to a real SGLang server, to ``npr serve`` (tests, CPU), or,
+``npr eval --engine sglang``). It talks to a real SGLang server, to ``npr serve`` (tests, CPU), to
+several of either (``server_url=[url1, url2]``: data-parallel rollouts, samples spread over them), or,
 with no URL and ``sglang`` importable, to an in-process ``sglang.Engine``.
 
 The decoding itself (trunk, one call per branch, join = re-prefill of the concatenated branches,
@@ -21,12 +22,13 @@ exact. Log-probabilities are what the server reports in ``output_token_logprobs`
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from ..checkpoints import load_tokenizer
-from .fork_join import ForkJoinEngine, LaneCall, generation_eos
+from .fork_join import ForkJoinEngine, LaneAnswer, LaneCall, generation_eos
 from .http_client import JSONClient
-from .sglang_wire import SGLangError, output_tokens, payload
+from .sglang_wire import SGLangError, lane_answer, payload
 
 __all__ = ["HTTPTransport", "InProcessTransport", "SGLangEngine", "SGLangError"]
 
@@ -69,19 +71,30 @@ class InProcessTransport:
 class SGLangEngine(ForkJoinEngine):
     """``generate(prompts, params) -> list[Generation]`` over SGLang's ``/generate`` (see module doc)."""
 
-    def __init__(self, model: str, *, server_url: str | None = None, max_concurrency: int = 64, timeout: float = 600.0):
-        if server_url is not None:
-            self.transport: HTTPTransport | InProcessTransport = HTTPTransport(server_url, timeout)
+    def __init__(
+        self,
+        model: str,
+        *,
+        server_url: str | Sequence[str] | None = None,
+        max_concurrency: int = 64,
+        timeout: float = 600.0,
+    ):
+        urls = [server_url] if isinstance(server_url, str) else list(server_url or [])
+        self.transports: list[HTTPTransport | InProcessTransport]
+        if urls:
+            self.transports = [HTTPTransport(url, timeout) for url in urls]
         else:
             try:
-                self.transport = InProcessTransport(model)
+                self.transports = [InProcessTransport(model)]
             except ImportError:
                 raise ValueError(
                     "the sglang backend needs --server URL (an SGLang server or `npr serve`) "
                     "or the sglang package (pip install 'npr-toolkit[sglang]')"
                 ) from None
-        self.transport.check()
-        super().__init__(load_tokenizer(model), set(generation_eos(model)), max_concurrency)
+        for transport in self.transports:
+            transport.check()
+        tokenizer = load_tokenizer(model)
+        super().__init__(tokenizer, set(generation_eos(model)), max_concurrency, servers=len(self.transports))
 
-    def _complete(self, call: LaneCall) -> list[tuple[int, float]]:
-        return output_tokens(self.transport.generate(payload(call)))
+    def _complete(self, call: LaneCall, server: int) -> LaneAnswer:
+        return lane_answer(self.transports[server].generate(payload(call)))

@@ -9,7 +9,8 @@ One module for both ends, so the server (``serve/sglang_routes.py``) and the cli
   schema errors;
 - ``error_body``: SGLang's three error shapes (schema -> plain string, value -> nested message,
   request -> OpenAI-style object);
-- ``payload``/``output_tokens``: one ``LaneCall`` as a ``/generate`` body, and its answer as tokens.
+- ``payload``/``lane_answer``: one ``LaneCall`` as a ``/generate`` body, and its answer as tokens (with
+  the ``weight_version`` they were sampled with).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError
 
-from .fork_join import LaneCall
+from .fork_join import LaneAnswer, LaneCall
 from .http_client import ServerError
 
 DEFAULT_MAX_NEW_TOKENS = 128  # SGLang's default
@@ -176,8 +177,9 @@ def payload(call: LaneCall) -> dict[str, Any]:
     return {"input_ids": call.input_ids, "sampling_params": sampling, "return_logprob": True}
 
 
-def output_tokens(output: dict[str, Any]) -> list[tuple[int, float]]:
-    """(id, logprob) pairs of one ``/generate`` answer; an abort becomes ``SGLangError``."""
+def lane_answer(output: dict[str, Any]) -> LaneAnswer:
+    """The (id, logprob) pairs and ``meta_info.weight_version`` of one ``/generate`` answer; an abort
+    becomes ``SGLangError``."""
     meta = output.get("meta_info", {})
     finish = meta.get("finish_reason") or {}
     if finish.get("type") == "abort":
@@ -189,4 +191,6 @@ def output_tokens(output: dict[str, Any]) -> list[tuple[int, float]]:
     for entry, token_id in zip(logprobs, ids, strict=True):
         if entry[1] != token_id or entry[0] is None:
             raise SGLangError(f"output_token_logprobs entry {entry} does not fit output id {token_id}")
-    return [(token_id, float(entry[0])) for entry, token_id in zip(logprobs, ids, strict=True)]
+    tokens = [(token_id, float(entry[0])) for entry, token_id in zip(logprobs, ids, strict=True)]
+    version = meta.get("weight_version")
+    return LaneAnswer(tokens, None if version is None else str(version))

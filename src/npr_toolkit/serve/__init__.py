@@ -7,8 +7,10 @@ OpenAI-compatible ``/v1`` where the server runs the *parallel* engine itself (``
 Modules, one noun each: ``app`` (the application, uvicorn, start and stop), ``config`` (settings and
 limits), ``service`` (input checks shared by both APIs), ``scheduler`` (the engine worker and its
 bounded queue), ``text`` (a choice's text as it becomes final), ``limits`` (deadlines on slow
-connections), and the two route modules. Wire schemas live in ``engine/`` (``sglang_wire``,
-``openai_wire``), shared with the client backends.
+connections), ``weights`` (the weights' version and updates), ``model_tensors`` (the model's tensors
+by name), and the three route modules (``weight_routes``: SGLang's weight-update endpoints). Wire
+schemas live in ``engine/`` (``sglang_wire``, ``openai_wire``, ``weight_wire``), shared with the
+client backends and the weight-sync client.
 
 Usage: ``serve("runs/sft", ServeConfig(port=30000))``; ``with Server(engine) as url: ...`` (tests).
 """

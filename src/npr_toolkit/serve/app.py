@@ -1,9 +1,10 @@
 """``npr serve``: the FastAPI application, its uvicorn server, and how it starts and stops.
 
-``create_app(engine, config)`` builds the application: SGLang's native API (``sglang_routes.py``) and
-the OpenAI-compatible one (``openai_routes.py``) over one ``Service`` (limits, checks, the engine
-worker). Errors keep each API's shapes, whatever raised them: OpenAI's on ``/v1/*``, SGLang's
-elsewhere (a validation error is a 400, as both servers answer, not FastAPI's 422).
+``create_app(engine, config)`` builds the application: SGLang's native API (``sglang_routes.py``, and
+its weight updates in ``weight_routes.py``) and the OpenAI-compatible one (``openai_routes.py``) over
+one ``Service`` (limits, checks, the engine worker, the weights). Errors keep each API's shapes,
+whatever raised them: OpenAI's on ``/v1/*``, SGLang's elsewhere (a validation error is a 400, as both
+servers answer, not FastAPI's 422).
 
 ``serve(model, config)`` is the command: it binds first (a port in use is one clear error before the
 model loads), loads the torch engine, then serves until SIGINT or SIGTERM. On either signal the server
@@ -30,7 +31,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ..engine import openai_wire, sglang_wire
-from . import openai_routes, sglang_routes
+from . import openai_routes, sglang_routes, weight_routes
 from .config import ServeConfig
 from .limits import BodyDeadline, GuardedH11Protocol
 from .service import Service
@@ -56,6 +57,7 @@ def create_app(engine, config: ServeConfig) -> FastAPI:
     )
     app.state.service = service
     app.include_router(sglang_routes.router)
+    app.include_router(weight_routes.router)
     app.include_router(openai_routes.router)
     app.add_middleware(BodyDeadline, timeout_s=config.body_timeout_s)
 

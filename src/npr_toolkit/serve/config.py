@@ -3,7 +3,8 @@
 Every limit answers a way a client (careless or hostile) could exhaust the server: the queue bounds
 work accepted, ``max_outputs``/``max_new_tokens``/``max_prompt_tokens`` bound one request's work and memory
 (checked before tokenizing or queueing), the body size bounds what is read, and the three timeouts
-bound how long a silent or slow connection is kept.
+bound how long a silent or slow connection is kept. The weight-update timeouts bound how long a trainer
+that stops half-way can hold the server (``weights.py``).
 """
 
 from __future__ import annotations
@@ -26,3 +27,9 @@ class ServeConfig(BaseModel):
     keep_alive_s: int = Field(5, ge=1, description="an idle keep-alive connection is closed after")
     max_connections: int = Field(1024, ge=1, description="open connections; beyond: 503")
     shutdown_grace_s: int = Field(30, ge=1, description="on SIGINT/SIGTERM, running requests may finish within")
+    weight_group_timeout_s: float = Field(
+        600.0, gt=0, description="a weights-update group: joining it, and each broadcast in it, must finish within"
+    )
+    weight_session_timeout_s: float = Field(
+        600.0, gt=0, description="an update session (/begin_weight_update) idle this long is ended for the client"
+    )

@@ -9,7 +9,8 @@ critical path, blocks and widths.
 ``stream: true`` sends server-sent events with each choice's text in document order as it becomes
 final (``text.ChoiceText``): the plans, then each step once the ones before it have closed, then the
 takeaway. Wire schema and error shape: ``engine/openai_wire.py``. Requests may name any model: the
-server has one (``/v1/models`` reports its name).
+server has one (``/v1/models`` reports its name). Every answer and chunk carries ``weight_version``
+(an extension, SGLang's ``meta_info`` name): the weights that sampled it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -126,28 +128,37 @@ def _job(service: Service, body: OpenAISampling, prompts: list[list[int]], max_t
 
 
 # --- running and answering -------------------------------------------------------------------------
-ChunkMaker = Callable[[Service, OpenAISampling, str, int, Piece], dict[str, Any]]
-AnswerMaker = Callable[[Service, OpenAISampling, str, Job], dict[str, Any]]
+@dataclass(frozen=True)
+class Reply:
+    """What every chunk of one answer repeats: its id, and the weights that sampled it."""
+
+    id: str
+    weight_version: str
+
+
+ChunkMaker = Callable[[Service, OpenAISampling, Reply, int, Piece], dict[str, Any]]
+AnswerMaker = Callable[[Service, OpenAISampling, Reply, Job], dict[str, Any]]
 
 
 async def _answer(
     service: Service, job: Job, body: OpenAISampling, request: Request, chunk: ChunkMaker, whole: AnswerMaker
 ) -> Response:
     try:
-        service.submit([job])
+        admission = await service.submit([job])
     except InputError as error:
         return _error(error)
-    answer_id = f"{'chatcmpl' if isinstance(body, ChatCompletionRequest) else 'cmpl'}-{uuid.uuid4().hex}"
+    kind = "chatcmpl" if isinstance(body, ChatCompletionRequest) else "cmpl"
+    reply = Reply(f"{kind}-{uuid.uuid4().hex}", admission.weight_version)
     if body.stream:
-        return _Stream(_events(service, job, body, answer_id, chunk), on_close=lambda: service.release([job]))
+        return _Stream(_events(service, job, body, reply, chunk), on_close=lambda: service.release(admission))
     try:
         if not await service.wait([job], request):
             return Response(status_code=499)  # the client is gone; nobody reads this
     finally:
-        service.release([job])
+        service.release(admission)
     if job.error is not None:
         return JSONResponse(error_body(*job.error), status_code=job.error[0])
-    return JSONResponse(whole(service, body, answer_id, job))
+    return JSONResponse(whole(service, body, reply, job))
 
 
 class _Stream(StreamingResponse):
@@ -169,25 +180,25 @@ def _sse(data: dict[str, Any] | str) -> str:
 
 
 async def _events(
-    service: Service, job: Job, body: OpenAISampling, answer_id: str, chunk: ChunkMaker
+    service: Service, job: Job, body: OpenAISampling, reply: Reply, chunk: ChunkMaker
 ) -> AsyncIterator[str]:
     assert job.texts is not None
     if isinstance(body, ChatCompletionRequest):  # OpenAI opens each choice with the role
         for index in range(job.choices):
-            yield _sse(_chat_envelope(service, answer_id, [ChunkChoice(index=index, delta=Delta(role="assistant"))]))
+            yield _sse(_chat_envelope(service, reply, [ChunkChoice(index=index, delta=Delta(role="assistant"))]))
     while True:
         event = await job.events.get()
         for index, text in enumerate(job.texts):
             piece = text.take()
             if piece.text or piece.tokens or piece.finish_reason:
-                yield _sse(chunk(service, body, answer_id, index, piece))
+                yield _sse(chunk(service, body, reply, index, piece))
         if event is None:
             break
     if job.error is not None:
         yield _sse(error_body(*job.error))
     elif body.stream_options is not None and body.stream_options.include_usage:
         envelope = _chat_envelope if isinstance(body, ChatCompletionRequest) else _completion_envelope
-        yield _sse({**envelope(service, answer_id, []), "usage": _usage(job).model_dump()})
+        yield _sse({**envelope(service, reply, []), "usage": _usage(job).model_dump()})
     yield _sse("[DONE]")
 
 
@@ -221,9 +232,13 @@ def _completion_logprobs(service: Service, body: CompletionRequest, piece: Piece
     return CompletionLogprobs(tokens=names, token_logprobs=[lp for _, lp in piece.tokens], text_offset=offsets)
 
 
-def _completion_envelope(service: Service, answer_id: str, choices: list[CompletionChoice]) -> dict[str, Any]:
+def _completion_envelope(service: Service, reply: Reply, choices: list[CompletionChoice]) -> dict[str, Any]:
     return Completion(
-        id=answer_id, created=int(time.time()), model=service.config.model_name, choices=choices
+        id=reply.id,
+        created=int(time.time()),
+        model=service.config.model_name,
+        choices=choices,
+        weight_version=reply.weight_version,
     ).model_dump(exclude={"usage"})
 
 
@@ -238,18 +253,21 @@ def _completion_choice(service: Service, body: CompletionRequest, index: int, pi
     )
 
 
-def _completion_chunk(
-    service: Service, body: OpenAISampling, answer_id: str, index: int, piece: Piece
-) -> dict[str, Any]:
+def _completion_chunk(service: Service, body: OpenAISampling, reply: Reply, index: int, piece: Piece) -> dict[str, Any]:
     assert isinstance(body, CompletionRequest)
-    return _completion_envelope(service, answer_id, [_completion_choice(service, body, index, piece)])
+    return _completion_envelope(service, reply, [_completion_choice(service, body, index, piece)])
 
 
-def _completion(service: Service, body: OpenAISampling, answer_id: str, job: Job) -> dict[str, Any]:
+def _completion(service: Service, body: OpenAISampling, reply: Reply, job: Job) -> dict[str, Any]:
     assert isinstance(body, CompletionRequest) and job.texts is not None
     choices = [_completion_choice(service, body, i, text.take()) for i, text in enumerate(job.texts)]
     return Completion(
-        id=answer_id, created=int(time.time()), model=service.config.model_name, choices=choices, usage=_usage(job)
+        id=reply.id,
+        created=int(time.time()),
+        model=service.config.model_name,
+        choices=choices,
+        usage=_usage(job),
+        weight_version=reply.weight_version,
     ).model_dump()
 
 
@@ -262,14 +280,18 @@ def _chat_logprobs(service: Service, piece: Piece) -> ChoiceLogprobs:
     return ChoiceLogprobs(content=content)
 
 
-def _chat_envelope(service: Service, answer_id: str, choices: list[ChunkChoice]) -> dict[str, Any]:
+def _chat_envelope(service: Service, reply: Reply, choices: list[ChunkChoice]) -> dict[str, Any]:
     chunk = ChatCompletionChunk(
-        id=answer_id, created=int(time.time()), model=service.config.model_name, choices=choices
+        id=reply.id,
+        created=int(time.time()),
+        model=service.config.model_name,
+        choices=choices,
+        weight_version=reply.weight_version,
     )
     return chunk.model_dump(exclude={"usage"})
 
 
-def _chat_chunk(service: Service, body: OpenAISampling, answer_id: str, index: int, piece: Piece) -> dict[str, Any]:
+def _chat_chunk(service: Service, body: OpenAISampling, reply: Reply, index: int, piece: Piece) -> dict[str, Any]:
     assert isinstance(body, ChatCompletionRequest)
     choice = ChunkChoice(
         index=index,
@@ -278,10 +300,10 @@ def _chat_chunk(service: Service, body: OpenAISampling, answer_id: str, index: i
         finish_reason=piece.finish_reason,
         finish_detail=piece.finish_detail,
     )
-    return _chat_envelope(service, answer_id, [choice])
+    return _chat_envelope(service, reply, [choice])
 
 
-def _chat(service: Service, body: OpenAISampling, answer_id: str, job: Job) -> dict[str, Any]:
+def _chat(service: Service, body: OpenAISampling, reply: Reply, job: Job) -> dict[str, Any]:
     assert isinstance(body, ChatCompletionRequest) and job.texts is not None
     choices = []
     for index, text in enumerate(job.texts):
@@ -296,6 +318,11 @@ def _chat(service: Service, body: OpenAISampling, answer_id: str, job: Job) -> d
             )
         )
     completion = ChatCompletion(
-        id=answer_id, created=int(time.time()), model=service.config.model_name, choices=choices, usage=_usage(job)
+        id=reply.id,
+        created=int(time.time()),
+        model=service.config.model_name,
+        choices=choices,
+        usage=_usage(job),
+        weight_version=reply.weight_version,
     )
     return completion.model_dump()

@@ -7,6 +7,9 @@ engine parameters are equal (seeds aside: each prompt keeps its own) share one `
 The queue is bounded (``max_queue`` HTTP requests accepted and not yet answered): beyond it ``submit`` says no
 and the route answers 503 at once.
 
+``run_exclusive(fn)`` queues a function instead of a job: the worker runs it between two rounds, with
+no batch running (a weight update copies into the model there, ``weights.py``).
+
 The worker talks to the asyncio side only through ``Job.notify`` (thread-safe). The engine's per-step
 hook (``TorchEngine.generate(on_step=...)``) is where a job's choices are followed as they become
 final (``ChoiceText``: streaming, stop strings) and where a job whose client left is aborted, so it
@@ -22,6 +25,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +55,6 @@ class Job:
     results: list[Generation] = field(default_factory=list)
     error: tuple[int, str] | None = None  # (status, message) when the job could not run
     cancelled: bool = False  # set by the route when its client left
-    released: bool = False  # the route let go of it (its place in the queue is free)
 
     @property
     def choices(self) -> int:
@@ -64,6 +67,14 @@ class Job:
 
     def finish(self) -> None:
         self.notify(None)
+
+
+@dataclass
+class _Task:
+    """A function the worker runs between rounds (``Scheduler.run_exclusive``)."""
+
+    fn: Callable[[], Any]
+    future: Future
 
 
 @dataclass
@@ -87,7 +98,8 @@ class Scheduler:
         self.inflight = 0  # accepted, not yet released by the route
         self.decoding = 0  # outputs of the running batch still decoding (as of its last step)
         self._lock = threading.Lock()
-        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._jobs: queue.Queue[Job | _Task | None] = queue.Queue()
+        self._held: _Task | None = None  # taken from the queue while a round was gathered: runs next
         self._running: list[Job] = []
         self._worker = threading.Thread(target=self._work, name="npr-serve-engine", daemon=True)
         self._worker.start()
@@ -103,6 +115,18 @@ class Scheduler:
             for job in jobs:
                 self._jobs.put(job)
         return True
+
+    def run_exclusive(self, fn: Callable[[], Any]) -> Future:
+        """Run ``fn`` on the worker thread once the batch running now (if any) is done; its result or
+        exception comes back through the future. The caller makes sure no job is queued meanwhile
+        (``weights.VersionLock``), else it would wait for them too."""
+        task = _Task(fn, Future())
+        with self._lock:
+            if self.stopping.is_set():
+                task.future.set_exception(RuntimeError("The server is shutting down."))
+            else:
+                self._jobs.put(task)
+        return task.future
 
     def release(self) -> None:
         """The route is done with a request's jobs (answered, failed or its client left)."""
@@ -128,11 +152,15 @@ class Scheduler:
     # --- the worker ---------------------------------------------------------------------------------
     def _work(self) -> None:
         while True:
-            job = self._jobs.get()
-            if job is None:
+            item = self._held if self._held is not None else self._jobs.get()
+            self._held = None
+            if item is None:
                 break
-            batch = [job]
-            while True:  # whatever else is waiting joins this round
+            if isinstance(item, _Task):
+                _run_task(item)
+                continue
+            batch = [item]
+            while True:  # the jobs waiting behind it join this round; a task or the sentinel waits for the next
                 try:
                     extra = self._jobs.get_nowait()
                 except queue.Empty:
@@ -140,16 +168,21 @@ class Scheduler:
                 if extra is None:
                     self._jobs.put(None)
                     break
+                if isinstance(extra, _Task):
+                    self._held = extra
+                    break
                 batch.append(extra)
             self._run(batch)
         while True:  # answer whatever is still queued
             try:
-                job = self._jobs.get_nowait()
+                item = self._jobs.get_nowait()
             except queue.Empty:
                 return
-            if job is not None:
-                job.error = (503, "The server is shutting down.")
-                job.finish()
+            if isinstance(item, Job):
+                item.error = (503, "The server is shutting down.")
+                item.finish()
+            elif isinstance(item, _Task):
+                item.future.set_exception(RuntimeError("The server is shutting down."))
 
     def _run(self, jobs: list[Job]) -> None:
         """Run the jobs of one round; jobs with equal engine parameters share one ``generate`` call."""
@@ -217,3 +250,12 @@ class Scheduler:
             self.decoding = sum(not request.finished for request in requests)
 
         return on_step
+
+
+def _run_task(task: _Task) -> None:
+    if not task.future.set_running_or_notify_cancel():
+        return
+    try:
+        task.future.set_result(task.fn())
+    except Exception as error:  # the caller reads it from the future; the worker goes on
+        task.future.set_exception(error)

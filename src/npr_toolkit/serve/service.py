@@ -4,6 +4,9 @@ The checks run in the request's coroutine, before anything is queued, and in an 
 hostile request cheap: a text's length is bounded by its characters before it is tokenized (a
 token covers at most ``max_token_chars`` characters, so a longer text cannot fit), ids are range
 checked, budgets fit the context. A request that passes cannot fail a batch it joins.
+
+Running: ``submit`` waits while a weight update runs, then queues the request's jobs and returns an
+``Admission`` that names the weight version they run on; ``release`` ends it (``weights.py``).
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import asyncio
 import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from starlette.requests import Request
 
 from .config import ServeConfig
 from .scheduler import Job, Scheduler
+from .weights import Weights
 
 
 class InputError(ValueError):
@@ -26,6 +31,15 @@ class InputError(ValueError):
         super().__init__(message)
         self.status = status
         self.param = param
+
+
+@dataclass
+class Admission:
+    """One HTTP request's jobs, queued; they hold the weights (shared) until ``Service.release``."""
+
+    jobs: list[Job]
+    weight_version: str
+    released: bool = False
 
 
 class Service:
@@ -42,6 +56,7 @@ class Service:
         self.max_prompt_tokens = min(x for x in (config.max_prompt_tokens, longest, 2**31) if x is not None)
         self.max_token_chars = max(len(token) for token in self.tokenizer.get_vocab())
         self.scheduler = Scheduler(engine, config.max_queue, config.shutdown_grace_s)
+        self.weights = Weights(engine, self.scheduler, config)
         self.created = int(time.time())
 
     # --- checks (before any work) -------------------------------------------------------------------
@@ -104,14 +119,16 @@ class Service:
         return [secrets.randbits(31) if seed is None else seed for _ in range(count)]
 
     # --- running ------------------------------------------------------------------------------------
-    def submit(self, jobs: list[Job]) -> None:
-        """Queue the jobs of one HTTP request, or refuse with 503 (full, or shutting down).
-
-        The caller must ``release`` them, whatever happens next.
+    async def submit(self, jobs: list[Job]) -> Admission:
+        """Queue the jobs of one HTTP request once no weight update runs, or refuse with 503 (full, or
+        shutting down). The caller must ``release`` the admission, whatever happens next.
         """
+        await self.weights.lock.acquire_shared()
         if not self.scheduler.submit(jobs):
+            self.weights.lock.release_shared()
             busy = "The server is shutting down." if self.scheduler.stopping.is_set() else "The request queue is full."
             raise InputError(busy, status=503)
+        return Admission(jobs, self.weights.version)
 
     async def wait(self, jobs: list[Job], request: Request) -> bool:
         """Wait until every job is done (True), or the client disconnects (False: the jobs are aborted)."""
@@ -130,14 +147,15 @@ class Service:
         finally:
             left.cancel()
 
-    def release(self, jobs: list[Job]) -> None:
-        """The route is done with ``jobs`` (once; later calls do nothing): unfinished ones are aborted."""
-        if not jobs or jobs[0].released:
+    def release(self, admission: Admission) -> None:
+        """The route is done with a request (once; later calls do nothing): unfinished jobs are aborted."""
+        if admission.released:
             return
-        for job in jobs:
+        admission.released = True
+        for job in admission.jobs:
             job.cancelled = True  # a no-op once a job is done
-            job.released = True
         self.scheduler.release()
+        self.weights.lock.release_shared()
 
 
 async def _disconnected(request: Request) -> None:

@@ -8,7 +8,9 @@ CPU. Wire format and error shapes: ``engine/sglang_wire.py`` (SGLang 0.5.23).
 - ``POST|PUT /generate``: ``text`` or ``input_ids`` (one prompt or a batch), ``sampling_params`` (a
   dict or one per prompt), ``return_logprob``, ``rid``. The answer is one dict, or a list for a batch
   or ``n > 1`` (grouped by prompt). ``output_ids`` keep the matched stop token, ``text`` drops it.
-- ``GET /health`` (empty 200; 503 while shutting down), ``GET /get_model_info`` (and ``/model_info``).
+- ``GET /health`` (empty 200; 503 while shutting down), ``GET /get_model_info`` (and ``/model_info``),
+  ``GET /get_load``. Every answer's ``meta_info.weight_version`` names the weights that sampled it
+  (weight updates: ``weight_routes.py``).
 
 Differences from SGLang, on purpose: log-probabilities are the model's own (temperature 1, before
 top-p/top-k), as SGLang gives with ``SGLANG_RETURN_ORIGINAL_LOGPROB=1``; no prefix cache across
@@ -174,7 +176,9 @@ def _finish_reason(gen: Generation | None, item: _Item) -> dict[str, Any]:
     return {"type": "abort", "message": gen.finish_detail or gen.finish_reason, "status_code": None, "err_type": None}
 
 
-def _output(tokenizer, item: _Item, gen: Generation | None, started: float, with_text: bool) -> dict[str, Any]:
+def _output(
+    tokenizer, item: _Item, gen: Generation | None, started: float, with_text: bool, version: str
+) -> dict[str, Any]:
     ids = gen.completion_ids if gen is not None else []
     finish = _finish_reason(gen, item)
     shown = ids[:-1] if finish["type"] == "stop" and not item.sampling.no_stop_trim else ids
@@ -183,7 +187,7 @@ def _output(tokenizer, item: _Item, gen: Generation | None, started: float, with
         "id": item.rid,
         "finish_reason": finish,
         "prompt_tokens": len(item.prompt_ids),
-        "weight_version": "default",
+        "weight_version": version,
         "completion_tokens": len(ids),
         "cached_tokens": 0,
         "e2e_latency": time.perf_counter() - started,
@@ -208,9 +212,15 @@ def health(request: Request) -> Response:
 
 @router.get("/get_load")
 def load(request: Request) -> dict[str, int]:
-    """How busy the server is: requests accepted and not answered, outputs decoding in the running batch."""
-    scheduler = request.app.state.service.scheduler
-    return {"inflight": scheduler.inflight, "decoding": scheduler.decoding}
+    """How busy the server is: requests accepted and not answered, outputs decoding in the running batch,
+    and requests waiting for a weight update to finish."""
+    service: Service = request.app.state.service
+    scheduler = service.scheduler
+    return {
+        "inflight": scheduler.inflight,
+        "decoding": scheduler.decoding,
+        "waiting_for_weights": service.weights.lock.waiting,
+    }
 
 
 @router.get("/get_model_info")
@@ -225,7 +235,7 @@ def model_info(request: Request) -> dict[str, Any]:
         "served_model_name": name,
         "is_generation": True,
         "preferred_sampling_params": None,
-        "weight_version": "default",
+        "weight_version": service.weights.version,
         "model_type": getattr(config, "model_type", None),
         "architectures": getattr(config, "architectures", None) or [type(service.engine.model).__name__],
     }
@@ -246,21 +256,26 @@ async def generate(req: GenerateRequest, request: Request) -> Response:
     except ValueError as error:
         return JSONResponse(error_body("value", 400, str(error)), status_code=400)
     try:
-        service.submit(jobs)
+        admission = await service.submit(jobs)
     except InputError as error:
         return JSONResponse(error_body("request", error.status, str(error)), status_code=error.status)
     try:
         if not await service.wait(jobs, request):
             return Response(status_code=499)  # the client is gone; nobody reads this
     finally:
-        service.release(jobs)
+        service.release(admission)
     failed = next((job.error for job in jobs if job.error), None)
     if failed is not None:
         return JSONResponse(error_body("request", failed[0], failed[1]), status_code=failed[0])
     tokenizer = service.tokenizer
     outputs = [
         _output(
-            tokenizer, item, item.job.results[item.choice] if item.job else None, started, req.return_text_in_logprobs
+            tokenizer,
+            item,
+            item.job.results[item.choice] if item.job else None,
+            started,
+            req.return_text_in_logprobs,
+            admission.weight_version,
         )
         for item in items
     ]

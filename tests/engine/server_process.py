@@ -1,0 +1,57 @@
+"""Real ``npr serve`` processes on 127.0.0.1, for the tests that need them (a torch.distributed group
+joins two processes; an in-thread server would share the test's).
+
+Each process loads a checkpoint folder on CPU and prints its URL when it listens; it is stopped with
+SIGTERM (it exits 0) and its stderr is kept in a log file for the failure message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from npr_toolkit.serve import ServeConfig
+
+LAUNCH = (
+    "import logging, sys; logging.basicConfig(level=logging.INFO);"
+    "from npr_toolkit.serve import ServeConfig, serve;"
+    "serve(sys.argv[1], ServeConfig.model_validate_json(sys.argv[2]), device='cpu',"
+    " on_ready=lambda url: print(url, flush=True))"
+)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@contextmanager
+def npr_serve_processes(model_dir: str, logs: list[Path], config: ServeConfig | None = None) -> Iterator[list[str]]:
+    """Start one server per log file (all at once); yield their URLs; stop them all."""
+    settings = (config or ServeConfig(port=0)).model_dump_json()
+    processes = []
+    try:
+        for log in logs:
+            with log.open("w") as err:
+                command = [sys.executable, "-c", LAUNCH, model_dir, settings]
+                processes.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True, env=ENV))
+        urls = []
+        for process, log in zip(processes, logs, strict=True):
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            found = re.search(r"http://127\.0\.0\.1:\d+", line)
+            assert found, line + log.read_text()
+            urls.append(found.group(0))
+        yield urls
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
