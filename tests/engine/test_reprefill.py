@@ -11,16 +11,21 @@ different reference (the trie-packed training view) replaces.
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
 
 import pytest
 import torch
 
-from npr_toolkit.engine import Generation, SamplingParams, TorchEngine
+from npr_toolkit.engine import Generation, SamplingParams, TorchEngine, load_engine
+from npr_toolkit.engine.server import make_server
+from npr_toolkit.engine.sglang_engine import SGLangEngine
 from npr_toolkit.toy import build_model, build_tokenizer
 from npr_toolkit.view import tag_vocab
+from npr_toolkit.view.semantics import record_semantics
 
 from .scripted import Block, Script, Steer, Wander, random_script
+from .test_sglang_engine import format_model
 
 TOL = 1e-4  # DESIGN §3b: engine vs recomputation, float32
 SAME = 1e-5  # the same computation batched differently
@@ -226,3 +231,29 @@ def test_fuzzed_trees_stop_clean_and_exact(tok, models, prompts) -> None:
                 stopped.append(gen)
     assert len(stopped) >= 20 and sum(max(g.stats.widths, default=0) >= 2 for g in stopped) >= 5
     assert worst(model, tok, stopped) < TOL
+
+
+def test_both_backends_are_exact_on_a_reprefill_checkpoint(tmp_path, tok, prompts) -> None:
+    """A checkpoint recording reprefill: ``load_engine`` decodes it so, and the SGLang backend against a
+    real ``npr serve`` (no logits processor: the model writes the format itself) records log-probs
+    equal to the same per-request recomputation as the torch engine's."""
+    model = format_model(tok)
+    record_semantics(model.config, "reprefill")
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    params = SamplingParams(max_new_tokens=160, seed=1, n=3)
+    engine = load_engine(str(tmp_path), device="cpu")
+    assert isinstance(engine, TorchEngine) and engine.semantics == "reprefill"
+    server = make_server(TorchEngine(model, tok), "127.0.0.1", 0, max_queue=64)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        client = SGLangEngine(str(tmp_path), server_url=server.url)
+        for gens in (engine.generate(prompts, params), client.generate(prompts, params)):
+            stopped = [g for g in gens if g.finish_reason == "stop"]
+            assert len(stopped) >= len(gens) // 2 and sum(max(g.stats.widths, default=0) >= 2 for g in stopped) >= 3
+            assert worst(model, tok, stopped) < TOL
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)

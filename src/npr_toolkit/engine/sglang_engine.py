@@ -13,13 +13,14 @@ How a sample is decoded, as NPR's official engine does it on vanilla SGLang:
 - **join**: a new trunk request on the concatenation ``prompt + ... + branch 1 + ... + branch n +
   join header``.
 
-**Approximate.** Vanilla SGLang cannot splice KV, so the join *re-prefills* the concatenated
-branches causally: branch 2 is recomputed seeing branch 1, at positions after it. The exact
-semantics (DESIGN §3, ``torch_engine.py``) keep siblings apart and give every branch the positions
-right after ``</guideline>``. Tokens before the first join (trunk and branches) are exact here (a
-branch request's context is exactly its canonical visible set, at canonical positions); tokens
-after a join are sampled from a slightly different distribution. ``bench/sglang_divergence.py``
-measures how far apart the two are.
+**Exact for reprefill checkpoints, approximate for canonical ones.** Vanilla SGLang cannot splice
+KV, so the join *re-prefills* the concatenated branches causally: branch 2 is read again seeing
+branch 1, at positions after it. That is exactly the ``reprefill`` semantics (DESIGN §3b), which a
+checkpoint trained on it records (``npr_semantics`` in its config.json). A ``canonical`` checkpoint
+(§3: siblings kept apart, every branch at the positions right after ``</guideline>``) is decoded
+exactly up to its first join only; after a join it samples from a different distribution
+(``bench/sglang_divergence.py`` measures how far apart), so the constructor refuses it unless
+``allow_approximate`` accepts the approximation (``exactness.py``).
 
 Each server answer is replayed token by token through the same state machine as the torch engine
 (``lanes.Request``), so limits, forced closes, finish reasons, positions (critical path) and stats
@@ -43,7 +44,9 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
+from ..view.semantics import Semantics
 from ..view.tokens import tag_vocab
+from .exactness import checkpoint_semantics
 from .lanes import Lane, Request, Token
 from .params import Generation, SamplingParams
 
@@ -104,6 +107,16 @@ def _generation_eos(model: str) -> list[int]:
     return [eos] if isinstance(eos, int) else list(eos or [])
 
 
+def _config(model: str) -> dict[str, Any]:
+    """The checkpoint's config.json as a dict (empty when there is none: nothing is recorded)."""
+    from transformers import PretrainedConfig
+
+    try:
+        return PretrainedConfig.get_config_dict(model)[0]
+    except OSError:
+        return {}
+
+
 def _error_message(body: bytes) -> str:
     """The message of any of SGLang's error shapes (or the raw body)."""
     try:
@@ -139,11 +152,28 @@ class InProcessTransport:
 
 # --- the engine -----------------------------------------------------------------------------------
 class SGLangEngine:
-    """``generate(prompts, params) -> list[Generation]`` over SGLang's ``/generate`` (see module doc)."""
+    """``generate(prompts, params) -> list[Generation]`` over SGLang's ``/generate`` (see module doc).
 
-    def __init__(self, model: str, *, server_url: str | None = None, max_concurrency: int = 64, timeout: float = 600.0):
+    ``model`` (hub id or directory) gives the tokenizer and the semantics the checkpoint records; a
+    canonical checkpoint is refused (``SemanticsError``) unless ``allow_approximate``.
+    """
+
+    EXACT: frozenset[Semantics] = frozenset({"reprefill"})
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        server_url: str | None = None,
+        max_concurrency: int = 64,
+        timeout: float = 600.0,
+        allow_approximate: bool = False,
+    ):
         from transformers import AutoTokenizer
 
+        self.semantics = checkpoint_semantics(
+            _config(model), where=model, engine="sglang", exact=self.EXACT, allow_approximate=allow_approximate
+        )
         if server_url is not None:
             self.transport: HTTPTransport | InProcessTransport = HTTPTransport(server_url, timeout)
         else:
