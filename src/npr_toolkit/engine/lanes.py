@@ -192,6 +192,7 @@ class Request:
         lane.last_pos = lane.pos
         lane.pos += 1
         lane.pending = None
+        lane.reread = []
         action, lane.after_feed = lane.after_feed, None
         if action == "fork":
             self._fork(lane)
@@ -203,7 +204,6 @@ class Request:
             if all(c.done for c in parent.children):
                 self._join(parent)
             return False
-        lane.reread = []
         if lane.forced:
             self.reserved -= 1
             lane.push(lane.forced.popleft(), None)
