@@ -53,18 +53,18 @@ def prompts(tok) -> list[str]:
 
 
 # --- the reference ----------------------------------------------------------------------------------
-Request = list[tuple[int, int | None]]  # (token id, its index in prompt + completion; None for a re-read copy)
+RequestTokens = list[tuple[int, int | None]]  # (token id, its index in prompt + completion; None for a re-read copy)
 
 
-def split_requests(ids: list[int], start: int, tokenizer) -> list[Request]:
+def split_requests(ids: list[int], start: int, tokenizer) -> list[RequestTokens]:
     """The leaf requests of §3b for the well-formed tree ``ids[start:]`` after the prompt ``ids[:start]``.
 
     Every other request is a prefix of a leaf (a branch 1 is the start of its join request).
     """
     v = tag_vocab(tokenizer)
-    leaves: list[Request] = []
+    leaves: list[RequestTokens] = []
 
-    def lane(i: int, request: Request, closing: int | None) -> tuple[int, Request]:
+    def lane(i: int, request: RequestTokens, closing: int | None) -> tuple[int, RequestTokens]:
         """Read one lane from ``i`` until its ``closing`` tag (a branch's ``</step>``) or the end."""
         plans = 0
         while i < len(ids):

@@ -48,6 +48,27 @@ def _filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor
     return logits
 
 
+def step_mask(
+    segments: torch.Tensor, sees: torch.Tensor, q_segment: torch.Tensor, q_lane: torch.Tensor, q_order: torch.Tensor
+) -> torch.Tensor:
+    """(R, q, S + q) bool: which cached and new slots each query of a step attends to.
+
+    ``segments`` (R, S): the segment of each cached slot (-1: padding); ``sees`` (R, G, G): segment g
+    sees segment h; ``q_segment``, ``q_lane``, ``q_order`` (R, q): each query's segment (-1: padding),
+    lane and place in its lane's chunk. A query sees the cached slots of the segments its segment
+    sees, and its own lane's new slots up to itself; a padding query only itself (no empty rows).
+    """
+    size = q_segment.shape[-1]
+    real = q_segment >= 0  # (R, q)
+    seen = sees.gather(1, q_segment.clamp(min=0)[:, :, None].expand(-1, -1, sees.shape[-1]))  # (R, q, G)
+    cached = seen.gather(2, segments.clamp(min=0)[:, None, :].expand(-1, size, -1))  # (R, q, S)
+    cached &= (segments >= 0)[:, None, :] & real[:, :, None]
+    fresh = (q_lane[:, :, None] == q_lane[:, None, :]) & (q_order[:, None, :] <= q_order[:, :, None])  # (R, q, q)
+    fresh &= real[:, :, None] & real[:, None, :]
+    fresh |= torch.eye(size, dtype=torch.bool, device=q_segment.device)
+    return torch.cat([cached, fresh], -1)
+
+
 class _Streams:
     """One random stream per lane: a function of (seed, request, the lane's place in the tree) only.
 
@@ -265,9 +286,9 @@ class TorchEngine:
         forward; return the slots' segments and the (R, lanes, V) logits of the pending tokens.
 
         A row's queries are its lanes' re-read tokens, then one pending token per lane (last, so
-        ``logits_to_keep`` computes only theirs). A query sees the cached slots of the segments its
-        segment sees, and the new slots of its own lane up to itself. Segments live on the model's
-        device, so the mask is built there; only the (R, q) inputs are assembled on the CPU.
+        ``logits_to_keep`` computes only theirs); ``step_mask`` says what each sees. Segments live
+        on the model's device, so the mask is built there; only the (R, q) inputs are assembled on
+        the CPU.
         """
         rows, device = len(lanes), self.device
         width = max(len(row) for row in lanes)
@@ -290,18 +311,12 @@ class TorchEngine:
                 last = extra + q
                 ids[k, last], pos[k, last] = lane.pending, at
                 q_segment[k, last], q_lane[k, last], q_order[k, last] = lane.segment, q, n
-        q_segment, q_lane, q_order = q_segment.to(device), q_lane.to(device), q_order.to(device)
-        real = q_segment >= 0  # (R, q)
-        seen = sees.gather(1, q_segment.clamp(min=0)[:, :, None].expand(-1, -1, sees.shape[-1]))  # (R, q, G)
-        cached = seen.gather(2, segments.clamp(min=0)[:, None, :].expand(-1, size, -1))  # (R, q, S)
-        cached &= (segments >= 0)[:, None, :] & real[:, :, None]
-        fresh = (q_lane[:, :, None] == q_lane[:, None, :]) & (q_order[:, None, :] <= q_order[:, :, None])
-        fresh &= real[:, :, None] & real[:, None, :]
-        fresh |= torch.eye(size, dtype=torch.bool, device=device)  # padding queries see only themselves
+        q_segment = q_segment.to(device)
+        allowed = step_mask(segments, sees, q_segment, q_lane.to(device), q_order.to(device))
         out = self.model(
             input_ids=ids.to(device),
             position_ids=pos.to(device),
-            attention_mask=self._mask(torch.cat([cached, fresh], -1)),
+            attention_mask=self._mask(allowed),
             cache=cache,
             use_cache=True,
             logits_to_keep=width,
