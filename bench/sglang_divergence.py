@@ -232,10 +232,10 @@ def main() -> None:
                 "torch reprefill": (TorchEngine(model, tokenizer, semantics="reprefill"), True),
                 "sglang-style vs npr serve": (client, True),
             }
-            rows = {}
+            rows, samples = {}, {}
             for name, (backend, approximate) in backends.items():
                 started = time.perf_counter()
-                gens = backend.generate(prompts, params)
+                gens = samples[name] = backend.generate(prompts, params)
                 seconds = time.perf_counter() - started
                 rows[name] = (measure(model, tokenizer, gens, approximate), quality(gens, answers), seconds)
         finally:
@@ -264,6 +264,16 @@ def main() -> None:
             f"| {name} | {q['valid']:.3f} | {q['accuracy']:.3f} | {q['finish_stop']:.3f} | "
             f"{q['blocks']:.2f} | {m['skipped']} | {seconds:.1f} |"
         )
+    pairs = list(zip(samples["torch reprefill"], samples["sglang-style vs npr serve"], strict=True))
+    alike = [(a, b) for a, b in pairs if a.completion_ids == b.completion_ids]
+    gap = max(
+        (abs(x - y) for a, b in alike for x, y in zip(a.logprobs, b.logprobs, strict=True) if x is not None),
+        default=0.0,
+    )
+    print(
+        f"\ntorch reprefill vs sglang-style: {len(alike)} of {len(pairs)} completions identical "
+        f"(log-probabilities within {gap:.1e} on them)"
+    )
     if args.json:
         out = {
             name: {
