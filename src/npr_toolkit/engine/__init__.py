@@ -40,10 +40,9 @@ def load_engine(
     this project's engines report the model's own (temperature 1).
     """
     if backend == "torch":
-        engine = TorchEngine.from_pretrained(model, device=device)
-        config = engine.model.config
+        engine = TorchEngine.from_pretrained(model, device=device)  # decodes what engine.model.config records
         checkpoint_semantics(
-            config, where=model, engine="torch", exact=TorchEngine.EXACT, allow_approximate=allow_approximate
+            engine.model.config, where=model, engine="torch", exact=engine.EXACT, allow_approximate=allow_approximate
         )
         return engine
     if backend == "sglang":
