@@ -34,8 +34,9 @@ from pathlib import Path
 import torch
 
 from npr_toolkit.engine import SamplingParams, TorchEngine
+from npr_toolkit.engine.torch_engine import step_mask
 from npr_toolkit.toy import build_model, build_tokenizer
-from npr_toolkit.view import additive, visible
+from npr_toolkit.view import additive
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("parallel", "serial", "sequential")
@@ -125,26 +126,17 @@ def measure(engine, prompts, script, repeats: int) -> dict[str, dict]:
 
 def mask_cost(requests: int, lanes: int, slots: int, repeats: int = 5) -> float:
     """Milliseconds per decode step the engine spends on its tree mask on the CPU (``TorchEngine._step``:
-    append the step's branch paths to the per-slot metadata, ``visible``, the new-slot diagonal,
-    ``additive``) for ``requests`` rows of ``slots`` cached tokens and ``lanes`` queries each."""
-    meta_block = torch.full((requests, 1, slots), -1)
-    meta_branch = torch.full((requests, 1, slots), -1)
-    valid = torch.ones(requests, slots, dtype=torch.bool)
-    q_block = torch.zeros((requests, 1, lanes), dtype=torch.long)
-    q_branch = torch.arange(lanes).expand(requests, 1, lanes).clone()
+    ``step_mask`` from the slots' segments, then ``additive``) for ``requests`` rows of ``slots`` cached
+    tokens and ``lanes`` queries each (the trunk, then one segment per branch of one block)."""
+    segments = torch.zeros(requests, slots, dtype=torch.long)
+    segments[:, slots // 2 :] = torch.arange(slots - slots // 2) % lanes + 1  # the branches' slots
+    sees = torch.eye(lanes + 1, dtype=torch.bool).expand(requests, -1, -1).clone()
+    sees[:, :, 0] = True  # every segment sees the trunk
+    q_segment = (torch.arange(lanes) + 1).repeat(requests, 1)  # (R, q), contiguous as the engine's
+    q_lane, q_order = torch.arange(lanes).repeat(requests, 1), torch.zeros(requests, lanes, dtype=torch.long)
     start = time.perf_counter()
     for _ in range(repeats):
-        block, branch = torch.cat([meta_block, q_block], -1), torch.cat([meta_branch, q_branch], -1)
-        ok = torch.cat([valid, torch.ones(requests, lanes, dtype=torch.bool)], -1)
-        allowed = ok[:, None, :] & visible(
-            q_block.transpose(0, 1)[..., None],
-            q_branch.transpose(0, 1)[..., None],
-            block.transpose(0, 1)[:, :, None, :],
-            branch.transpose(0, 1)[:, :, None, :],
-        )
-        allowed[:, :, slots:] &= torch.eye(lanes, dtype=torch.bool)
-        allowed[:, :, slots:] |= torch.eye(lanes, dtype=torch.bool)
-        additive(allowed, torch.bfloat16)[:, None]
+        additive(step_mask(segments, sees, q_segment, q_lane, q_order), torch.bfloat16)[:, None]
     return (time.perf_counter() - start) / repeats * 1000
 
 

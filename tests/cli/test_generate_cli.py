@@ -25,6 +25,8 @@ def model_dir(tmp_path_factory, toy_model, toy_tokenizer) -> str:
     folder = tmp_path_factory.mktemp("toy-model")
     toy_model.save_pretrained(folder)
     toy_tokenizer.save_pretrained(folder)
+    config = folder / "config.json"  # a reprefill checkpoint: both engines decode it exactly
+    config.write_text(json.dumps({**json.loads(config.read_text()), "npr_semantics": "reprefill"}))
     return str(folder)
 
 

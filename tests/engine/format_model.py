@@ -10,12 +10,15 @@ Used by the server backends' tests (``test_sglang_engine.py``, ``tests/serve/``)
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
 
 from npr_toolkit.toy import build_model
 from npr_toolkit.view import tag_vocab
+from npr_toolkit.view.semantics import SEMANTICS_KEY
 
 
 def format_model(tokenizer, seed: int = 0, scale: float = 10.0):
@@ -53,3 +56,10 @@ def format_model(tokenizer, seed: int = 0, scale: float = 10.0):
         model.get_input_embeddings().weight[:size] = basis * scale
         model.get_output_embeddings().weight[:size] = table.T @ basis / math.sqrt(hidden)
     return model.eval()
+
+
+def record_reprefill(folder) -> None:
+    """Mark a saved checkpoint as trained with the reprefill semantics (what the client backends decode exactly),
+    without touching the model object (fixtures share it)."""
+    config = Path(folder) / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), SEMANTICS_KEY: "reprefill"}))

@@ -21,7 +21,7 @@ from npr_toolkit.format import parse
 from npr_toolkit.serve import ServeConfig, Server
 from npr_toolkit.view import tag_vocab
 
-from .format_model import format_model
+from .format_model import format_model, record_reprefill
 
 TOL = 1e-4
 QUESTIONS = ("Compute: (1+2)+(3+4)", "x", "what is 3*4?")
@@ -39,6 +39,7 @@ def model_dir(tmp_path_factory, model, toy_tokenizer) -> str:
     folder = tmp_path_factory.mktemp("format-model")
     model.save_pretrained(folder)
     toy_tokenizer.save_pretrained(folder)
+    record_reprefill(folder)  # what a client backend decodes exactly
     return str(folder)
 
 

@@ -234,11 +234,10 @@ def test_free_sampling_never_crashes_and_prefix_matches_view(tok, engine, prompt
     assert max(view_diffs(engine.model, tok, cuts)) < TOL
 
 
-def test_fuzz_random_trees_under_random_limits(tok, engine, prompts) -> None:
-    """Grammar-aware random walks under random budgets: limits hold, a clean stop is a well-formed tree
-    whose stats match the view, and every buildable prefix is exact."""
+def fuzz(engine, tok, prompts, seeds: range) -> tuple[list[Generation], list[SamplingParams]]:
+    """Grammar-aware random walks (``Wander``) under random limits, one setting per seed."""
     gens, settings = [], []
-    for seed in range(10):
+    for seed in seeds:
         rng = random.Random(seed)
         params = SamplingParams(
             max_new_tokens=rng.choice([30, 60, 100]),
@@ -247,14 +246,21 @@ def test_fuzz_random_trees_under_random_limits(tok, engine, prompts) -> None:
             max_depth=rng.choice([1, 2, 3]),
             max_width=rng.choice([2, 4, 8]),
             max_branch_tokens=rng.choice([None, 6, 8, 15, 30]),
-            max_total_tokens=rng.choice([None, 40, 80, 150]),
+            max_total_tokens=rng.choice([None, 40, 45, 80, 150]),
             serial_branches=rng.random() < 0.3,
             top_k=rng.choice([0, 20]),
         )
         walk = Wander(tok, bias=rng.choice([3.0, 4.0]), nest=rng.choice([0.0, 2.0, 4.0]))
-        out = engine.generate(prompts[:3], params, logits_processor=walk)
+        out = engine.generate(prompts, params, logits_processor=walk)
         gens += out
         settings += [params] * len(out)
+    return gens, settings
+
+
+def test_fuzz_random_trees_under_random_limits(tok, engine, prompts) -> None:
+    """Grammar-aware random walks under random budgets: limits hold, a clean stop is a well-formed tree
+    whose stats match the view, and every buildable prefix is exact."""
+    gens, settings = fuzz(engine, tok, prompts[:3], range(10))
     assert sum(g.stats.blocks for g in gens) >= 20 and max(max(g.stats.widths, default=0) for g in gens) >= 3
     assert {g.finish_reason for g in gens} == {"stop", "length", "malformed"}
     for gen, params in zip(gens, settings, strict=True):
@@ -269,6 +275,19 @@ def test_fuzz_random_trees_under_random_limits(tok, engine, prompts) -> None:
             assert max(branch_lengths(view), default=0) <= (params.max_branch_tokens or params.max_new_tokens)
     cuts = [prefix(tok, g) for g in gens]
     assert max(view_diffs(engine.model, tok, cuts)) < TOL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("semantics", ["canonical", "reprefill"])
+def test_fuzz_limits_hold_on_many_samples(tok, models, prompts, semantics) -> None:
+    """The budgets hold on 600 random trees per semantics (the test above checks 60 in depth)."""
+    engine = TorchEngine(models["sdpa"], tok, semantics=semantics)
+    gens, settings = fuzz(engine, tok, prompts[:3], range(10, 110))
+    assert sum(g.stats.blocks for g in gens) >= 150 and sum(len(g.stats.widths) > 1 for g in gens) >= 30
+    for gen, params in zip(gens, settings, strict=True):
+        assert gen.stats.critical_path_tokens <= params.max_new_tokens
+        assert gen.stats.total_tokens == len(gen.completion_ids) <= params.total_budget
+        assert all(1 <= w <= params.max_width for w in gen.stats.widths)
 
 
 # --- 2. batching ------------------------------------------------------------------------------------
@@ -414,6 +433,19 @@ def test_max_total_tokens_ends_the_request(tok, engine, prompts) -> None:
     )[0]
     assert (tree.finish_reason, tree.finish_detail) == ("length", "max_total_tokens reached")
     assert tree.stats.critical_path_tokens < 45
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("serial", [False, True], ids=["batched", "serial"])
+def test_max_total_tokens_holds_while_nested_headers_are_queued(tok, engine, prompts, serial) -> None:
+    """Branch 2 forks a nested block while branch 1 still samples: the nested header, fed one token a
+    step, is reserved against the total when the fork is approved, so branch 1 cannot spend it
+    (budgets 38 and 46-49 used to end one to four tokens over)."""
+    script = Script(trunk=[1, Block((1, 1)), 1], branches={1: [30], 2: [0, Block((1,)), 1]})
+    for total in range(30, 60):
+        params = SamplingParams(max_new_tokens=200, max_total_tokens=total, max_depth=2, seed=0, serial_branches=serial)
+        gen = engine.generate(prompts[2:3], params, Steer(script, tok))[0]
+        assert (gen.finish_reason, gen.stats.total_tokens <= total) == ("length", True), total
 
 
 @pytest.mark.timeout(30)
@@ -596,6 +628,30 @@ def test_greedy_tree_stats_and_serial_branches(tok, engine, prompts, vocab) -> N
         assert b.stats.critical_path_tokens == s.stats.critical_path_tokens == b.stats.total_tokens - saved
         assert b.stats.critical_path_tokens < b.stats.total_tokens
         assert s.stats.steps - b.stats.steps == saved
+
+
+@pytest.mark.parametrize("semantics", ["canonical", "reprefill"])
+def test_serial_and_batched_branches_sample_the_same_trees(tok, models, prompts, semantics) -> None:
+    """Each lane draws from its own random stream: at temperature 1, decoding siblings one after another
+    writes exactly the trees that decoding them together does (scripted shapes and random walks).
+
+    A request that a lane ends early (a malformed tag, a spent budget) stops where the other lanes
+    happen to be, which depends on the schedule: the random walks compare their clean stops."""
+    engine = TorchEngine(models["sdpa"], tok, semantics=semantics)
+    rng = random.Random(semantics)
+    scripts = [Steer(random_script(rng, widths, nested=nested), tok) for widths, nested in WIDTH_CASES[1:]]
+    compared = []
+    for seed, processor in enumerate([*scripts, Wander(tok, bias=4.0, nest=2.0), Wander(tok, bias=5.0, nest=2.0)]):
+        params = SamplingParams(max_new_tokens=150, seed=seed, n=2, max_depth=2, max_width=4)
+        batched = engine.generate(prompts[:3], params, logits_processor=processor)
+        serial = engine.generate(prompts[:3], params.model_copy(update={"serial_branches": True}), processor)
+        stops = [k for k, g in enumerate(batched) if g.finish_reason == "stop"]
+        assert len(stops) == len(batched) or isinstance(processor, Wander)
+        same([batched[k] for k in stops], [serial[k] for k in stops])
+        compared += [batched[k] for k in stops]
+    scripted = compared[: len(scripts) * 6]
+    assert len({g.text for g in scripted}) == len(scripted)  # sampled: every tree its own
+    assert sum(max(g.stats.widths, default=0) >= 2 for g in compared[len(scripted) :]) >= 3
 
 
 # --- 5. sampling parameters -------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from npr_toolkit.engine.sglang_engine import SGLangEngine
 from npr_toolkit.engine.weight_sync import DiskWeightSync, DistributedWeightSync, WeightSyncError, named_tensors
 from npr_toolkit.toy import build_model
 
-from .format_model import format_model
+from .format_model import format_model, record_reprefill
 from .server_process import npr_serve_processes
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -41,6 +41,7 @@ def model_dir(tmp_path_factory, models, toy_tokenizer) -> str:
     folder = tmp_path_factory.mktemp("format-model")
     models[0].save_pretrained(folder)
     toy_tokenizer.save_pretrained(folder)
+    record_reprefill(folder)  # what a client backend decodes exactly
     return str(folder)
 
 

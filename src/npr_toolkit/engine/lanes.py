@@ -1,11 +1,20 @@
-"""Decoding state of one request: a tree of lanes, the format's state machine, budgets.
+"""Decoding state of one request: a tree of lanes, the format's state machine, budgets, visibility.
 
 A *lane* is one point of decoding: the trunk, or one branch of a block. The trunk decodes until it
 samples ``</guideline>``; feeding that token forks one child lane per plan, each seeded with its
 inserted step header; a child ends when ``</step>`` is fed; when all children have ended the parent
-resumes at position ``max(child end) + 1`` with the inserted join header (DESIGN §3). The torch
-engine (``torch_engine.py``) turns the active lanes of all requests into one batched forward per
-step; this module holds no tensors.
+resumes with the inserted join header. ``pos`` is the lane's place on the critical-path clock (the
+§3 position: a join resumes at ``max(child end) + 1``), which every backend's budgets and stats use.
+
+What a token sees is kept as *segments*: every fork starts one segment per branch and every join
+one for the parent, and ``Request.sees[g]`` is the set of segments that segment ``g``'s tokens see.
+The semantics decides a join's set (DESIGN §3, §3b):
+- ``canonical``: everything the branches saw and wrote; the model position goes on at the clock;
+- ``reprefill``: the join is a new request, branch 1's final request + the text of branches 2..W
+  (``Lane.reread``, fed again as context) + the join header, at contiguous model positions
+  (``Lane.offset``); the sibling-blind originals of branches 2..W are never seen again.
+The torch engine (``torch_engine.py``) turns this into one batched forward per step; the SGLang
+backend replays a server's answers through it (the server does its own re-read). No tensors here.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from dataclasses import dataclass, field
 
 from ..format import parse, tags, tree_stats
 from ..format.machine import Event, State, TagError, TagMachine
+from ..view.semantics import Semantics
 from ..view.tokens import TagVocab
 from .params import FinishReason, Generation, GenerationStats, SamplingParams
 
@@ -30,8 +40,13 @@ class Token:
 class Lane:
     request: Request
     path: tuple[tuple[int, int], ...]  # (block uid, branch index) per nesting depth
-    pos: int  # position of the next token to feed
+    pos: int  # critical-path clock (the §3 position) of the next token to feed
     parent: Lane | None = None
+    stream: tuple[int, ...] = ()  # (parent's k-th block, branch index) per depth: the same in any schedule
+    segment: int = 0  # the segment this lane's tokens go to (``Request.sees``)
+    offset: int = 0  # model position - pos (reprefill: the tokens joins re-read before this point)
+    reread: list[int] = field(default_factory=list)  # reprefill: context fed just before ``pending``
+    forks: int = 0  # blocks this lane has forked
     machine: TagMachine = field(default_factory=TagMachine)  # where the lane stands in the format
     budget: int | None = None  # branch lanes: max tokens, header and </step> included
     out: list[Token | list[Lane]] = field(default_factory=list)  # own tokens, and children at a fork
@@ -86,11 +101,30 @@ class Request:
     finish_detail: str | None = None
     wall_time: float = 0.0
     steps: int = 0
+    semantics: Semantics = "canonical"
     max_pos: int = -1  # largest position of any chosen token: the critical path's end
     approved: int = 0  # lanes cleared to sample in the current step, not yet sampled
+    reserved: int = 0  # inserted tokens queued (``Lane.forced``), counted before they are pushed
+    sees: list[frozenset[int]] = field(default_factory=lambda: [frozenset({0})])  # segment 0: prompt + trunk
 
     def __post_init__(self) -> None:
         self.root = Lane(request=self, path=(), pos=len(self.prompt_ids))
+
+    @property
+    def committed(self) -> int:
+        """Tokens pushed, plus those already promised: lanes cleared this step and queued headers."""
+        return self.total + self.approved + self.reserved
+
+    def _segment(self, sees: frozenset[int]) -> int:
+        """A new segment that sees ``sees`` and itself."""
+        self.sees.append(sees | {len(self.sees)})
+        return len(self.sees) - 1
+
+    def _queue(self, lane: Lane, header: list[int]) -> None:
+        """Push ``header``'s first token now; reserve the rest, fed one a step."""
+        lane.forced.extend(header[1:])
+        self.reserved += len(header) - 1
+        lane.push(header[0], None)
 
     @property
     def finished(self) -> bool:
@@ -181,6 +215,7 @@ class Request:
         lane.last_pos = lane.pos
         lane.pos += 1
         lane.pending = None
+        lane.reread = []
         action, lane.after_feed = lane.after_feed, None
         if action == "fork":
             self._fork(lane)
@@ -193,6 +228,7 @@ class Request:
                 self._join(parent)
             return False
         if lane.forced:
+            self.reserved -= 1
             lane.push(lane.forced.popleft(), None)
             return False
         return True
@@ -200,7 +236,7 @@ class Request:
     def _fork(self, lane: Lane) -> None:
         vocab, params = self.vocab, self.params
         headers = [vocab.branch_header_ids(i) for i in range(1, lane.plans + 1)]
-        if self.total + sum(map(len, headers)) > params.total_budget:
+        if self.committed + sum(map(len, headers)) > params.total_budget:
             self.finish("length", "max_total_tokens reached")
             return
         uid, self.uids = self.uids, self.uids + 1
@@ -212,26 +248,36 @@ class Request:
                 path=(*lane.path, (uid, i)),
                 pos=lane.pos,
                 parent=lane,
+                stream=(*lane.stream, lane.forks, i),
+                segment=self._segment(self.sees[lane.segment]),  # the parent's context, not the siblings'
+                offset=lane.offset,
                 budget=lane.child_budget,
                 machine=TagMachine(State.BODY),
             )
             child.machine.step(tags.STEP_OPEN)  # the header's inserted <step> opens the branch
-            child.forced.extend(header[1:])
-            child.push(header[0], None)
+            self._queue(child, header)
             lane.children.append(child)
+        lane.forks += 1
         lane.out.append(lane.children)
         lane.waiting = True
 
     def _join(self, lane: Lane) -> None:
         header = self.vocab.join_header_ids()
-        if self.total + len(header) > self.params.total_budget:
+        if self.committed + len(header) > self.params.total_budget:
             self.finish("length", "max_total_tokens reached")
             return
+        children = lane.children
         lane.waiting = False
-        lane.pos = max(c.last_pos for c in lane.children) + 1
-        lane.length += max(c.length for c in lane.children)
-        lane.forced.extend(header[1:])
-        lane.push(header[0], None)
+        lane.pos = max(c.last_pos for c in children) + 1
+        lane.length += max(c.length for c in children)
+        if self.semantics == "reprefill":  # a new request: branch 1's, then branches 2..W read again
+            first = children[0]
+            lane.segment = self._segment(self.sees[first.segment])
+            lane.reread = [token.id for child in children[1:] for token in child.flat()]
+            lane.offset = first.last_pos + first.offset + 1 + len(lane.reread) - lane.pos
+        else:  # the branches' KV spliced as it is
+            lane.segment = self._segment(frozenset().union(*(self.sees[c.segment] for c in children)))
+        self._queue(lane, header)
         lane.machine.step(tags.TAKEAWAY_OPEN)  # the join header's inserted <takeaway>
 
     # --- choosing -----------------------------------------------------------------------------
@@ -241,10 +287,10 @@ class Request:
         A branch that cannot fit one more token plus its ``</step>`` is closed by the engine (the
         inserted ``</step>`` is never a target), unless it is inside an open tag of a nested block,
         where a ``</step>`` would break the tree: then the request ends, as it does when the total
-        or the critical-path budget is spent. Lanes cleared earlier in the same step count against
-        the total, so sibling branches sampling together cannot overrun it.
+        or the critical-path budget is spent. Lanes cleared earlier in the same step and headers
+        still queued count against the total, so lanes sampling together cannot overrun it.
         """
-        if self.total + self.approved >= self.params.total_budget:
+        if self.committed >= self.params.total_budget:
             self.finish("length", "max_total_tokens reached")
         elif lane.is_branch and lane.budget is not None and lane.length + 2 > lane.budget:
             if lane.machine.state != State.STEP:
@@ -309,7 +355,7 @@ class Request:
             if params.max_branch_tokens is not None:
                 budget = min(budget, params.max_branch_tokens)
             # Every branch needs its header, one generated token and </step>; the join its header.
-            if self.total + lane.plans * (header + 2) + join > params.total_budget:
+            if self.committed + lane.plans * (header + 2) + join > params.total_budget:
                 self.finish("length", "max_total_tokens reached")
             elif budget < header + 2:
                 self.finish("length", "too little budget left to fork")

@@ -3,8 +3,8 @@
 For servers that accept token-id prompts and return the sampled tokens' log-probabilities with their
 ids (vLLM with ``return_tokens_as_token_ids``, ``npr serve``): fork = one request per branch, join =
 a request on the concatenated ids, exactly as the SGLang backend does over ``/generate``; the driver
-(``fork_join.ForkJoinEngine``) is the same. That is the ``reprefill`` semantics (DESIGN §3b): exact
-for checkpoints trained with it, approximate at joins for canonical (§3) ones.
+(``fork_join.ForkJoinEngine``) is the same. That is the ``reprefill`` semantics (docs/design.md §3b):
+exact for checkpoints trained with it; a canonical (§3) one is refused unless the approximation is accepted.
 
 Used by ``load_engine(model, backend="openai", server_url="http://host:port/v1")`` (or a list of
 URLs: data-parallel rollouts, as in the SGLang backend). The server must
@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..checkpoints import load_tokenizer
+from .exactness import client_semantics
 from .fork_join import ForkJoinEngine, LaneAnswer, LaneCall, generation_eos
 from .http_client import JSONClient, ServerError
 from .openai_wire import completion_answer, completion_payload
@@ -26,7 +27,8 @@ class OpenAIEngine(ForkJoinEngine):
     """``generate(prompts, params) -> list[Generation]`` over ``/v1/completions`` (see module doc).
 
     ``model`` is the local checkpoint (its tokenizer encodes the prompts and names the tags);
-    ``served_model`` is the name the server knows it by (default: ``model``).
+    ``served_model`` is the name the server knows it by (default: ``model``). A canonical checkpoint
+    is refused (``SemanticsError``) unless ``allow_approximate``.
     """
 
     def __init__(
@@ -38,7 +40,9 @@ class OpenAIEngine(ForkJoinEngine):
         api_key: str | None = None,
         max_concurrency: int = 64,
         timeout: float = 600.0,
+        allow_approximate: bool = False,
     ):
+        self.semantics = client_semantics(model, engine="openai", allow_approximate=allow_approximate)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         self.clients = []
         for url in [server_url] if isinstance(server_url, str) else server_url:

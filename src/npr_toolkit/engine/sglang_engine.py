@@ -10,11 +10,14 @@ replay through ``lanes.Request``) is ``fork_join.ForkJoinEngine``'s, shared with
 backend; the wire format is ``sglang_wire.py``'s, shared with ``npr serve``. What is here: the two
 transports and the stop ids SGLang applies on its own.
 
-**Approximate for canonical (§3) checkpoints.** Vanilla SGLang cannot splice KV, so the join
-re-prefills the concatenated branches causally: branch 2 is recomputed seeing branch 1, at positions
-after it. Tokens before the first join are exact; tokens after it are sampled from a slightly
-different distribution (``bench/sglang_divergence.py``); for ``reprefill`` checkpoints (§3b) it is
-exact. Log-probabilities are what the server reports in ``output_token_logprobs``: SGLang reports
+**Exact for reprefill checkpoints, approximate for canonical ones.** Vanilla SGLang cannot splice
+KV, so the join *re-prefills* the concatenated branches causally: branch 2 is read again seeing
+branch 1, at positions after it. That is exactly the ``reprefill`` semantics (docs/design.md §3b),
+which a checkpoint trained on it records (``npr_semantics`` in its config.json). A ``canonical``
+checkpoint (§3) is decoded exactly up to its first join only; after a join it samples from a
+different distribution (``bench/sglang_divergence.py`` measures how far apart), so the constructor
+refuses it unless ``allow_approximate`` accepts the approximation (``exactness.py``).
+Log-probabilities are what the server reports in ``output_token_logprobs``: SGLang reports
 ``log_softmax(logits / temperature)`` unless it runs with ``SGLANG_RETURN_ORIGINAL_LOGPROB=1``
 (``npr serve`` always reports temperature 1).
 """
@@ -26,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..checkpoints import load_tokenizer
+from .exactness import client_semantics
 from .fork_join import ForkJoinEngine, LaneAnswer, LaneCall, generation_eos
 from .http_client import JSONClient
 from .sglang_wire import SGLangError, lane_answer, payload
@@ -69,7 +73,11 @@ class InProcessTransport:
 
 
 class SGLangEngine(ForkJoinEngine):
-    """``generate(prompts, params) -> list[Generation]`` over SGLang's ``/generate`` (see module doc)."""
+    """``generate(prompts, params) -> list[Generation]`` over SGLang's ``/generate`` (see module doc).
+
+    ``model`` (hub id or directory) gives the tokenizer and the semantics the checkpoint records; a
+    canonical checkpoint is refused (``SemanticsError``) unless ``allow_approximate``.
+    """
 
     def __init__(
         self,
@@ -78,7 +86,9 @@ class SGLangEngine(ForkJoinEngine):
         server_url: str | Sequence[str] | None = None,
         max_concurrency: int = 64,
         timeout: float = 600.0,
+        allow_approximate: bool = False,
     ):
+        self.semantics = client_semantics(model, engine="sglang", allow_approximate=allow_approximate)
         urls = [server_url] if isinstance(server_url, str) else list(server_url or [])
         self.transports: list[HTTPTransport | InProcessTransport]
         if urls:

@@ -1,12 +1,17 @@
-"""The exact parallel engine on transformers (reference backend, CPU or GPU).
+"""The exact parallel engine on transformers (reference backend, CPU or GPU), for both semantics.
 
 All requests and all their active branches decode together: each step feeds one token per active
 lane. Each request is one row of a ``DynamicCache``; the tokens of its sibling branches sit side by
-side in that row, and a 4D mask built from the per-slot branch path (``view.masks.visible``) keeps
-siblings apart. This is the "no fork copy" scheme of ``notes/kv-fork-join.md`` §5: the prefix KV is
-never copied, a fork costs nothing and a join is free (the branch KV is already in the row, with
-the positions it was computed at). Positions and visibility are those of ``view.build_view``, so
-the log-probabilities recorded here equal the training view's recomputation (tested to 1e-4).
+side in that row, and a 4D mask built from each slot's segment (``lanes.Request.sees``) keeps apart
+what the semantics keeps apart. The prefix KV is never copied and a fork costs nothing:
+- ``canonical`` (DESIGN §3): a join is free, the branch KV is already in the row with the positions
+  it was computed at;
+- ``reprefill`` (§3b): a join re-reads branches 2..W after branch 1 at contiguous positions, as one
+  multi-token chunk fed in the same forward as the join header's first token and the other lanes'
+  steps; later tokens see the re-read copies, never the sibling-blind originals.
+Either way the log-probabilities recorded here equal a recomputation of the same semantics (tested
+to 1e-4 in float32). Each lane samples from its own random stream, so a tree does not depend on
+the schedule (batched or serial branches) nor on what else shares the batch.
 
 Usage: ``TorchEngine.from_pretrained(path).generate(prompts, SamplingParams(...))``.
 """
@@ -18,7 +23,9 @@ from collections.abc import Callable, Sequence
 import torch
 from transformers import DynamicCache
 
-from ..view.masks import additive, visible
+from ..seeds import derive_seed
+from ..view.masks import additive
+from ..view.semantics import Semantics, read_semantics
 from ..view.tokens import tag_vocab
 from .lanes import Lane, Request
 from .params import Generation, SamplingParams
@@ -43,12 +50,66 @@ def _filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor
     return logits
 
 
-class TorchEngine:
-    """Exact fork/join decoding with a transformers causal LM."""
+def step_mask(
+    segments: torch.Tensor, sees: torch.Tensor, q_segment: torch.Tensor, q_lane: torch.Tensor, q_order: torch.Tensor
+) -> torch.Tensor:
+    """(R, q, S + q) bool: which cached and new slots each query of a step attends to.
 
-    def __init__(self, model, tokenizer, max_batch: int = 64):
+    ``segments`` (R, S): the segment of each cached slot (-1: padding); ``sees`` (R, G, G): segment g
+    sees segment h; ``q_segment``, ``q_lane``, ``q_order`` (R, q): each query's segment (-1: padding),
+    lane and place in its lane's chunk. A query sees the cached slots of the segments its segment
+    sees, and its own lane's new slots up to itself; a padding query only itself (no empty rows).
+    """
+    size = q_segment.shape[-1]
+    real = q_segment >= 0  # (R, q)
+    seen = sees.gather(1, q_segment.clamp(min=0)[:, :, None].expand(-1, -1, sees.shape[-1]))  # (R, q, G)
+    cached = seen.gather(2, segments.clamp(min=0)[:, None, :].expand(-1, size, -1))  # (R, q, S)
+    cached &= (segments >= 0)[:, None, :] & real[:, :, None]
+    fresh = (q_lane[:, :, None] == q_lane[:, None, :]) & (q_order[:, None, :] <= q_order[:, :, None])  # (R, q, q)
+    fresh &= real[:, :, None] & real[:, None, :]
+    fresh |= torch.eye(size, dtype=torch.bool, device=q_segment.device)
+    return torch.cat([cached, fresh], -1)
+
+
+class _Streams:
+    """One random stream per lane: a function of (seed, request, the lane's place in the tree) only.
+
+    The trunk's stream is the request's (``seed * 1_000_003 + number``); a branch's is derived from
+    it and ``Lane.stream``, which does not depend on the order lanes are decoded in.
+    """
+
+    def __init__(self, keys: dict[int, tuple[int | None, int]]):
+        self.keys = keys  # request index -> (seed or None for a fresh random one, number)
+        self.made: dict[tuple[int, tuple[int, ...]], torch.Generator] = {}
+
+    def __call__(self, request: Request, lane: Lane) -> torch.Generator:
+        key = (request.index, lane.stream)
+        if key not in self.made:
+            generator = self.made[key] = torch.Generator(device="cpu")
+            seed, number = self.keys[request.index]
+            if seed is None:
+                generator.seed()
+                return generator
+            # Modulo 2**64 (what manual_seed takes; how it already reads a negative seed), so any integer
+            # seed is valid: a client's 2**70 is a seed, not an overflow that fails its whole batch.
+            seed = (seed * 1_000_003 + number) % 2**64
+            generator.manual_seed(derive_seed(seed, lane.stream) if lane.stream else seed)
+        return self.made[key]
+
+
+class TorchEngine:
+    """Exact fork/join decoding with a transformers causal LM.
+
+    ``semantics`` is how joins are decoded; by default the one the model's config records
+    (``view.semantics``), canonical when it records none.
+    """
+
+    EXACT: frozenset[Semantics] = frozenset({"canonical", "reprefill"})
+
+    def __init__(self, model, tokenizer, max_batch: int = 64, *, semantics: Semantics | None = None):
         self.model = model
         self.tokenizer = tokenizer
+        self.semantics: Semantics = semantics or read_semantics(model.config)[0]
         self.vocab = tag_vocab(tokenizer)
         self.max_batch = max_batch
         stop = {tokenizer.eos_token_id, self.vocab.im_end}
@@ -134,21 +195,28 @@ class TorchEngine:
         stop_ids = self.stop_ids | frozenset(params.stop_token_ids)
         requests = [
             Request(
-                index=first_index + u * params.n + s, prompt_ids=p, params=params, vocab=self.vocab, stop_ids=stop_ids
+                index=first_index + u * params.n + s,
+                prompt_ids=p,
+                params=params,
+                vocab=self.vocab,
+                stop_ids=stop_ids,
+                semantics=self.semantics,
             )
             for u, p in enumerate(prompts)
             for s in range(params.n)
         ]
-        if seeds is None:
-            generators = [self._generator(params.seed, r.index) for r in requests]
+        if seeds is None:  # a request's seed: (seed, its index), or (its prompt's seed, its sample)
+            keys = {r.index: (params.seed, r.index) for r in requests}
         else:
-            generators = [self._generator(seeds[u], s) for u in range(len(prompts)) for s in range(params.n)]
-        cache, meta, logits = self._prefill(prompts, params)
-        first = [(r, r.root, generators[i]) for i, r in enumerate(requests)]
+            keys = {r.index: (seeds[k // params.n], k % params.n) for k, r in enumerate(requests)}
+        streams = _Streams(keys)
+        cache, segments, logits = self._prefill(prompts, params)
+        first = [(r, r.root, streams(r, r.root)) for r in requests]
         self._choose(first, logits.repeat_interleave(params.n, 0), params, processor)
         if on_step is not None:
             on_step(requests)
         rows = list(range(len(requests)))  # rows[k]: the request held in cache row k
+        sees, shape = torch.ones(len(rows), 1, 1, dtype=torch.bool, device=self.device), [1] * len(rows)
         while True:
             keep = [k for k, i in enumerate(rows) if not requests[i].finished]
             if not keep:
@@ -156,17 +224,19 @@ class TorchEngine:
             if len(keep) < len(rows):  # drop finished requests from the cache
                 index = torch.tensor(keep, device=self.device)
                 cache.batch_select_indices(index)
-                meta = {name: value[index] for name, value in meta.items()}
-                rows = [rows[k] for k in keep]
+                segments, sees = segments[index], sees[index]
+                rows, shape = [rows[k] for k in keep], [shape[k] for k in keep]
+            if shape != [len(requests[i].sees) for i in rows]:  # a fork or a join made segments
+                sees, shape = self._sees([requests[i] for i in rows]), [len(requests[i].sees) for i in rows]
             lanes = [requests[i].active() for i in rows]
-            cache, meta, out = self._step(lanes, cache, meta, params)
+            segments, out = self._step(lanes, cache, segments, sees)
             chosen, where = [], []
             for k, i in enumerate(rows):
                 request = requests[i]
                 request.steps += 1
                 for q, lane in enumerate(lanes[k]):
                     if request.fed(lane) and not request.enforce_budget(lane) and not request.finished:
-                        chosen.append((request, lane, generators[i]))
+                        chosen.append((request, lane, streams(request, lane)))
                         where.append((k, q))
             if chosen:
                 index = torch.tensor(where, device=self.device)
@@ -178,27 +248,14 @@ class TorchEngine:
                     requests[i].finish("malformed", "decoding stalled")  # defensive: never loop forever
         return [r.generation(self.tokenizer) for r in requests]
 
-    @staticmethod
-    def _generator(seed: int | None, index: int) -> torch.Generator:
-        """The generator of one request: a function of (seed, request index) only.
-
-        Taken modulo 2**64 (what ``manual_seed`` accepts, and how it already reads a negative seed), so
-        any integer seed is valid: a client's 2**70 is a seed, not an overflow that fails its batch.
-        """
-        generator = torch.Generator(device="cpu")
-        if seed is None:
-            generator.seed()
-        else:
-            generator.manual_seed((seed * 1_000_003 + index) % 2**64)
-        return generator
-
     def _prefill(self, prompts: list[list[int]], params: SamplingParams):
         """Run the distinct prompts once, then repeat each cache row ``n`` times (shared prefix).
 
         Prompts are left-padded so the last column holds every prompt's last token: only that
         column's logits are computed (``logits_to_keep=1``), never (prompts, length, vocab).
+        Returns the cache, each slot's segment (0: the prompt, -1: padding) and the last logits.
         """
-        device, depth = self.device, params.max_depth
+        device = self.device
         length = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), length), self.pad_id, dtype=torch.long)
         pos = torch.zeros((len(prompts), length), dtype=torch.long)
@@ -214,67 +271,70 @@ class TorchEngine:
             input_ids=ids.to(device),
             position_ids=pos.to(device),
             attention_mask=self._mask(mask.to(device)),
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
             logits_to_keep=1,
         )
-        meta = {
-            "block": torch.full((len(prompts), depth, length), -1, dtype=torch.long, device=device),
-            "branch": torch.full((len(prompts), depth, length), -1, dtype=torch.long, device=device),
-            "valid": valid.to(device),
-        }
+        segments = torch.where(valid, 0, -1).to(device)  # (P, length)
         if params.n > 1:
             cache.batch_repeat_interleave(params.n)
-            meta = {name: value.repeat_interleave(params.n, 0) for name, value in meta.items()}
-        return cache, meta, out.logits[:, -1].float()
+            segments = segments.repeat_interleave(params.n, 0)
+        return cache, segments, out.logits[:, -1].float()
+
+    def _sees(self, requests: list[Request]) -> torch.Tensor:
+        """(R, G, G) bool on the device: segment g of row r sees segment h (``Request.sees``)."""
+        size = max(len(r.sees) for r in requests)
+        sees = torch.zeros(len(requests), size, size, dtype=torch.bool)
+        for k, request in enumerate(requests):
+            for g, seen in enumerate(request.sees):
+                sees[k, g, list(seen)] = True
+        return sees.to(self.device)
 
     def _mask(self, allowed: torch.Tensor) -> torch.Tensor:
         """(R, q, S) bool -> (R, 1, q, S) additive mask in the model's dtype (on the mask's device)."""
         return additive(allowed, self.model.dtype)[:, None]
 
-    def _step(self, lanes: list[list[Lane]], cache: DynamicCache, meta: dict, params: SamplingParams):
-        """Feed every active lane's pending token in one forward; return (R, q, V) logits on the device.
+    def _step(self, lanes: list[list[Lane]], cache: DynamicCache, segments: torch.Tensor, sees: torch.Tensor):
+        """Feed every active lane's pending token (after its re-read tokens, if a join left any) in one
+        forward; return the slots' segments and the (R, lanes, V) logits of the pending tokens.
 
-        Per-slot branch paths and validity (``meta``) live on the model's device, so the tree mask
-        is built there; only the (R, q) inputs of the step are assembled on the CPU.
+        A row's queries are its lanes' re-read tokens, then one pending token per lane (last, so
+        ``logits_to_keep`` computes only theirs); ``step_mask`` says what each sees. Segments live
+        on the model's device, so the mask is built there; only the (R, q) inputs are assembled on
+        the CPU.
         """
-        rows, depth, device = len(lanes), params.max_depth, self.device
-        width = max(len(x) for x in lanes)
-        ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
-        pos = torch.zeros((rows, width), dtype=torch.long)
-        q_block = torch.full((rows, depth, width), -1, dtype=torch.long)
-        q_branch = torch.full((rows, depth, width), -1, dtype=torch.long)
-        q_valid = torch.zeros((rows, width), dtype=torch.bool)
+        rows, device = len(lanes), self.device
+        width = max(len(row) for row in lanes)
+        extra = max(sum(len(lane.reread) for lane in row) for row in lanes)
+        size = extra + width
+        ids = torch.full((rows, size), self.pad_id, dtype=torch.long)
+        pos = torch.zeros((rows, size), dtype=torch.long)
+        q_segment = torch.full((rows, size), -1, dtype=torch.long)  # -1: padding
+        q_lane = torch.full((rows, size), -1, dtype=torch.long)
+        q_order = torch.zeros((rows, size), dtype=torch.long)  # place in its lane's chunk
         for k, row in enumerate(lanes):
+            column = 0
             for q, lane in enumerate(row):
-                ids[k, q], pos[k, q], q_valid[k, q] = lane.pending, lane.pos, True
-                for d, (uid, branch) in enumerate(lane.path):
-                    q_block[k, d, q], q_branch[k, d, q] = uid, branch
-        q_block, q_branch = q_block.to(device), q_branch.to(device)
-        meta = {
-            "block": torch.cat([meta["block"], q_block], -1),
-            "branch": torch.cat([meta["branch"], q_branch], -1),
-            "valid": torch.cat([meta["valid"], q_valid.to(device)], -1),
-        }
-        allowed = meta["valid"][:, None, :] & visible(
-            q_block.transpose(0, 1)[..., None],
-            q_branch.transpose(0, 1)[..., None],
-            meta["block"].transpose(0, 1)[:, :, None, :],
-            meta["branch"].transpose(0, 1)[:, :, None, :],
-        )
-        # Every query sees its own new slot (padding queries only that one): no empty rows.
-        total = meta["valid"].shape[-1]
-        own = torch.eye(width, dtype=torch.bool, device=device)
-        allowed[:, :, total - width :] &= own
-        allowed[:, :, total - width :] |= own
+                at, n = lane.pos + lane.offset, len(lane.reread)
+                if n:
+                    chunk = slice(column, column + n)
+                    ids[k, chunk], pos[k, chunk] = torch.tensor(lane.reread), torch.arange(at - n, at)
+                    q_segment[k, chunk], q_lane[k, chunk], q_order[k, chunk] = lane.segment, q, torch.arange(n)
+                    column += n
+                last = extra + q
+                ids[k, last], pos[k, last] = lane.pending, at
+                q_segment[k, last], q_lane[k, last], q_order[k, last] = lane.segment, q, n
+        q_segment = q_segment.to(device)
+        allowed = step_mask(segments, sees, q_segment, q_lane.to(device), q_order.to(device))
         out = self.model(
             input_ids=ids.to(device),
             position_ids=pos.to(device),
             attention_mask=self._mask(allowed),
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
+            logits_to_keep=width,
         )
-        return out.past_key_values, meta, out.logits
+        return torch.cat([segments, q_segment], -1), out.logits
 
     def _choose(
         self,
@@ -285,8 +345,8 @@ class TorchEngine:
     ) -> None:
         """Sample one token per chosen lane from its row of (Q, V) logits.
 
-        Each request draws from its own generator, in lane order, so a request's output does not
-        depend on what else is in the batch.
+        Each lane draws from its own stream (``_Streams``), so a lane's tokens depend neither on
+        what else is in the batch nor on whether its siblings decode beside it or before it.
         """
         logprobs = torch.log_softmax(logits, dim=-1)
         scores = processor([lane.own for _, lane, _ in chosen], logits.clone()) if processor else logits

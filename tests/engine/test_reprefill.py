@@ -1,0 +1,251 @@
+"""The torch engine in ``reprefill`` semantics (DESIGN §3b): exact against a per-request recomputation.
+
+§3b reads a trajectory as a tree of linear requests: a branch is its parent's text up to
+``</guideline>`` plus itself; a join is a new request, branch 1's final request + branches 2..W read
+again + the join header and what follows. ``reprefill_reference`` splits a generation into those
+requests and runs each one alone through the model, plainly causally (positions 0, 1, 2, ...): the
+brute force that the engine's log-probabilities must equal. ``REFERENCE`` is the one function a
+different reference (the trie-packed training view) replaces.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from npr_toolkit.engine import Generation, SamplingParams, TorchEngine, load_engine
+from npr_toolkit.engine.sglang_engine import SGLangEngine
+from npr_toolkit.serve import ServeConfig, Server
+from npr_toolkit.toy import build_model, build_tokenizer
+from npr_toolkit.view import tag_vocab
+from npr_toolkit.view.semantics import record_semantics
+
+from .format_model import format_model
+from .scripted import Block, Script, Steer, Wander, random_script
+
+TOL = 1e-4  # DESIGN §3b: engine vs recomputation, float32
+SAME = 1e-5  # the same computation batched differently
+QUESTIONS = ("1+2", "what is 3*4 + 5?", "x", "Compute (12+7)*(3-1) in a <step> or two </step>, then box it.")
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def models(tok):
+    return {"sdpa": build_model(tok, seed=0), "eager": build_model(tok, seed=1, attn_implementation="eager")}
+
+
+@pytest.fixture(scope="module")
+def prompts(tok) -> list[str]:
+    return [
+        tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        for q in QUESTIONS
+    ]
+
+
+# --- the reference ----------------------------------------------------------------------------------
+RequestTokens = list[tuple[int, int | None]]  # (token id, its index in prompt + completion; None for a re-read copy)
+
+
+def split_requests(ids: list[int], start: int, tokenizer) -> list[RequestTokens]:
+    """The leaf requests of §3b for the well-formed tree ``ids[start:]`` after the prompt ``ids[:start]``.
+
+    Every other request is a prefix of a leaf (a branch 1 is the start of its join request).
+    """
+    v = tag_vocab(tokenizer)
+    leaves: list[RequestTokens] = []
+
+    def lane(i: int, request: RequestTokens, closing: int | None) -> tuple[int, RequestTokens]:
+        """Read one lane from ``i`` until its ``closing`` tag (a branch's ``</step>``) or the end."""
+        plans = 0
+        while i < len(ids):
+            token = ids[i]
+            request.append((token, i))
+            i += 1
+            if token == closing:
+                break
+            if token == v.guideline_open:
+                plans = 0
+            elif token == v.plan_open:
+                plans += 1
+            elif token == v.guideline_close:  # fork: each branch continues this request on its own
+                finals, texts = [], []
+                for _ in range(plans):
+                    begin = i
+                    i, final = lane(i, list(request), v.step_close)
+                    finals.append(final)
+                    texts.append(ids[begin:i])
+                leaves.extend(finals[1:])  # the sibling-blind requests end at their </step>
+                request = finals[0] + [(t, None) for text in texts[1:] for t in text]  # join: re-read 2..W
+        return i, request
+
+    _, trunk = lane(start, [(t, None) for t in ids[:start]], None)
+    return [*leaves, trunk]
+
+
+def reprefill_reference(model, tokenizer, gen: Generation) -> list[float | None]:
+    """Per completion token: its log-probability in the request that sampled it, each request run alone."""
+    start = len(gen.prompt_ids)
+    found: dict[int, float] = {}
+    for request in split_requests(gen.prompt_ids + gen.completion_ids, start, tokenizer):
+        ids = torch.tensor([[t for t, _ in request]])
+        with torch.no_grad():
+            logprobs = model(ids).logits[0].float().log_softmax(-1)  # (L, V) plain causal, positions 0..L-1
+        for t, (token, index) in enumerate(request):
+            if index is not None and index >= start and index not in found:
+                found[index] = float(logprobs[t - 1, token])
+    return [found[start + j] if lp is not None else None for j, lp in enumerate(gen.logprobs)]
+
+
+REFERENCE: Callable[[object, object, Generation], list[float | None]] = reprefill_reference
+
+
+def worst(model, tokenizer, gens: list[Generation]) -> float:
+    """Max |engine - reference| over every sampled token of ``gens``."""
+    diffs = [0.0]
+    for gen in gens:
+        reference = REFERENCE(model, tokenizer, gen)
+        diffs += [abs(a - b) for a, b in zip(gen.logprobs, reference, strict=True) if a is not None]
+    return max(diffs)
+
+
+def same(a: list[Generation], b: list[Generation], tol: float = SAME) -> None:
+    assert [g.completion_ids for g in a] == [g.completion_ids for g in b]
+    assert [g.inserted for g in a] == [g.inserted for g in b]
+    for x, y in zip(a, b, strict=True):
+        pairs = [(p, q) for p, q in zip(x.logprobs, y.logprobs, strict=True) if p is not None]
+        assert max((abs(p - q) for p, q in pairs), default=0.0) <= tol
+
+
+# --- the invariant ------------------------------------------------------------------------------------
+WIDTH_CASES = [
+    ((1,), False),
+    ((2,), False),
+    ((3,), True),
+    ((4,), True),
+    ((2, 3), False),
+    ((4, 1), True),
+    ((1, 4), True),
+]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("serial", [False, True], ids=["batched", "serial"])
+def test_reprefill_logprobs_equal_per_request_recomputation(tok, models, prompts, attn, serial) -> None:
+    """THE invariant of §3b: recorded log-probs == each request run alone, widths 1-4, depth 2, temperature 1."""
+    model = models[attn]
+    engine = TorchEngine(model, tok, semantics="reprefill")
+    rng = random.Random(f"reprefill{attn}{serial}")
+    cases = WIDTH_CASES if (attn, serial) == ("sdpa", False) else WIDTH_CASES[1::2]
+    seen = 0.0
+    for case, (widths, nested) in enumerate(cases):
+        script = random_script(rng, widths, nested=nested)
+        params = SamplingParams(max_new_tokens=200, seed=case, n=2, max_depth=2, serial_branches=serial)
+        gens = engine.generate(prompts[:3], params, logits_processor=Steer(script, tok))
+        for gen in gens:
+            assert gen.finish_reason == "stop", gen.finish_detail
+            assert gen.stats.widths == script.widths()
+            assert gen.inserted == [lp is None for lp in gen.logprobs]
+        seen = max(seen, worst(model, tok, gens))
+    assert seen < TOL
+
+
+def test_the_reference_tells_the_semantics_apart(tok, models, prompts) -> None:
+    """The canonical engine's log-probs after a join of width >= 2 are NOT §3b's (the test can fail)."""
+    model = models["sdpa"]
+    script = random_script(random.Random(1), (3,), nested=True)
+    params = SamplingParams(max_new_tokens=200, seed=0, max_depth=2)
+    gens = TorchEngine(model, tok, semantics="canonical").generate(prompts[:2], params, Steer(script, tok))
+    assert worst(model, tok, gens) > 1e-2
+
+
+def test_width_one_trees_equal_canonical(tok, models, prompts) -> None:
+    """With one branch per block a join re-reads nothing: both semantics are the same computation."""
+    model = models["sdpa"]
+    script = Script(
+        trunk=[2, Block((2,), 2), 1, Block((1,), 3), 2],
+        branches={1: [3], 2: [2, Block((1,), 2), 2]},
+    )
+    nested = Script(trunk=[1, Block((2,), 1), 2], branches={1: [1], 2: [1]})
+    for tree in (script, nested, random_script(random.Random(2), (1, 1))):
+        params = SamplingParams(max_new_tokens=200, seed=4, n=2, max_depth=2)
+        canonical = TorchEngine(model, tok, semantics="canonical").generate(prompts, params, Steer(tree, tok))
+        reprefill = TorchEngine(model, tok, semantics="reprefill").generate(prompts, params, Steer(tree, tok))
+        same(canonical, reprefill)
+        assert all(g.finish_reason == "stop" for g in reprefill)
+
+
+def test_a_join_rereads_in_the_same_forward(tok, models, prompts) -> None:
+    """Re-reading branches 2..W costs no decode step: same tree shape, same steps and stats as canonical."""
+    model = models["sdpa"]
+    script = Script(
+        trunk=[2, Block((1, 2, 1, 1), 2), 1, Block((1, 1), 1), 2],
+        branches={1: [3], 2: [8], 3: [1, Block((1, 1)), 1], 4: [4]},
+    )
+    params = SamplingParams(seed=0, max_new_tokens=300, max_depth=2)
+    canonical = TorchEngine(model, tok, semantics="canonical").generate(prompts[:2], params, Steer(script, tok))
+    reprefill = TorchEngine(model, tok, semantics="reprefill").generate(prompts[:2], params, Steer(script, tok))
+    for c, r in zip(canonical, reprefill, strict=True):
+        assert r.finish_reason == c.finish_reason == "stop"
+        assert (r.stats.widths, r.stats.total_tokens, r.stats.critical_path_tokens, r.stats.steps) == (
+            c.stats.widths,
+            c.stats.total_tokens,
+            c.stats.critical_path_tokens,
+            c.stats.steps,
+        )
+        assert r.inserted == c.inserted
+    assert worst(model, tok, reprefill) < TOL
+
+
+def test_fuzzed_trees_stop_clean_and_exact(tok, models, prompts) -> None:
+    """Random trees under random limits in reprefill semantics: limits hold and every clean stop is exact."""
+    model = models["sdpa"]
+    engine = TorchEngine(model, tok, semantics="reprefill")
+    stopped = []
+    for seed in range(10):
+        rng = random.Random(seed)
+        params = SamplingParams(
+            max_new_tokens=rng.choice([100, 150]),
+            seed=seed,
+            n=2,
+            max_depth=2,
+            max_width=4,
+            max_branch_tokens=rng.choice([None, 30, 40]),
+            max_total_tokens=rng.choice([None, 150, 300]),
+            serial_branches=rng.random() < 0.3,
+        )
+        walk = Wander(tok, bias=rng.choice([4.0, 5.0]), nest=2.0)
+        for gen in engine.generate(prompts[:3], params, logits_processor=walk):
+            assert gen.stats.critical_path_tokens <= params.max_new_tokens
+            assert gen.stats.total_tokens <= params.total_budget
+            if gen.finish_reason == "stop":
+                stopped.append(gen)
+    assert len(stopped) >= 20 and sum(max(g.stats.widths, default=0) >= 2 for g in stopped) >= 5
+    assert worst(model, tok, stopped) < TOL
+
+
+def test_both_backends_are_exact_on_a_reprefill_checkpoint(tmp_path, tok, prompts) -> None:
+    """A checkpoint recording reprefill: ``load_engine`` decodes it so, and the SGLang backend against a
+    real ``npr serve`` (no logits processor: the model writes the format itself) records log-probs
+    equal to the same per-request recomputation as the torch engine's."""
+    model = format_model(tok)
+    record_semantics(model.config, "reprefill")
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    params = SamplingParams(max_new_tokens=160, seed=1, n=3)
+    engine = load_engine(str(tmp_path), device="cpu")
+    assert isinstance(engine, TorchEngine) and engine.semantics == "reprefill"
+    with Server(TorchEngine(model, tok), ServeConfig(port=0)) as url:
+        client = SGLangEngine(str(tmp_path), server_url=url)
+        for gens in (engine.generate(prompts, params), client.generate(prompts, params)):
+            stopped = [g for g in gens if g.finish_reason == "stop"]
+            assert len(stopped) >= len(gens) // 2 and sum(max(g.stats.widths, default=0) >= 2 for g in stopped) >= 3
+            assert worst(model, tok, stopped) < TOL
