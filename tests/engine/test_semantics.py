@@ -53,7 +53,7 @@ def test_the_record_travels_in_config_json(checkpoints) -> None:
     assert config == {SEMANTICS_KEY: "reprefill"}
     with pytest.raises(ValueError, match="npr_semantics 'causal' is not one of canonical, reprefill"):
         read_semantics({SEMANTICS_KEY: "causal"})
-    with pytest.raises(ValueError, match="unknown semantics"):
+    with pytest.raises(ValueError, match="semantics 'causal': choose one of canonical, reprefill"):
         record_semantics(config, "causal")  # type: ignore[arg-type]
 
 

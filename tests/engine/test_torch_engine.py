@@ -641,7 +641,8 @@ def test_serial_and_batched_branches_sample_the_same_trees(tok, models, prompts,
     rng = random.Random(semantics)
     scripts = [Steer(random_script(rng, widths, nested=nested), tok) for widths, nested in WIDTH_CASES[1:]]
     compared = []
-    for seed, processor in enumerate([*scripts, Wander(tok, bias=4.0, nest=2.0), Wander(tok, bias=5.0, nest=2.0)]):
+    walks = [Wander(tok, bias=bias, nest=2.0) for bias in (4.0, 4.5, 5.0)]
+    for seed, processor in enumerate([*scripts, *walks]):
         params = SamplingParams(max_new_tokens=150, seed=seed, n=2, max_depth=2, max_width=4)
         batched = engine.generate(prompts[:3], params, logits_processor=processor)
         serial = engine.generate(prompts[:3], params.model_copy(update={"serial_branches": True}), processor)
