@@ -13,14 +13,8 @@ from typing import Any
 import pytest
 
 from npr_toolkit.data import distill
-from npr_toolkit.data.distill import (
-    DistillConfig,
-    index_rollouts,
-    problem_source,
-    prompt_messages,
-    run_distill,
-    select,
-)
+from npr_toolkit.data.distill import DistillConfig, index_rollouts, prompt_messages, run_distill
+from npr_toolkit.data.distill_report import Selection, problem_source
 from npr_toolkit.data.problems import load_problems
 from npr_toolkit.data.records import BetaExample, Problem
 from npr_toolkit.toy.task import make_problems, noisy_trajectory, reference_trajectory
@@ -130,8 +124,8 @@ def test_bad_problems_are_reported_with_file_and_line(tmp_path: Path) -> None:
 def test_bad_rollouts_are_reported_with_file_and_line(small: tuple[Path, Path]) -> None:
     problems_path, rollouts_path = small
     problems, _ = load_problems(problems_path)
-    entries, bad = index_rollouts(rollouts_path, {p.id: p for p in problems})
-    assert [e.id for e in entries] == list("abcdefg")
+    valid, bad = index_rollouts(rollouts_path, {p.id: p for p in problems})
+    assert list(valid) == list(range(7))  # records a..g
     assert [b.split(": ", 1)[0] for b in bad] == [f"{rollouts_path}:{n}" for n in (8, 9, 10, 11)]
     assert "unknown problem id 'nope'" in bad[1]
     assert "'completion'" in bad[2]
@@ -174,10 +168,12 @@ def test_selection_policies_and_per_problem() -> None:
         _result(4, "p", 70, [2]),
         _result(5, "q", 60, [2]),
     ]
-    ids = {
-        policy: {pid: [r["index"] for r in found] for pid, found in select(results, policy, 2).items()}
-        for policy in ("first", "shortest", "most-parallel")
-    }
+    ids = {}
+    for policy in ("first", "shortest", "most-parallel"):
+        selection = Selection(policy, 2)
+        for result in results:
+            selection.add(result)
+        ids[policy] = selection.chosen()
     assert ids["first"] == {"p": [0, 2], "q": [5]}
     assert ids["shortest"] == {"p": [4, 2], "q": [5]}
     assert ids["most-parallel"] == {"p": [2, 4], "q": [5]}

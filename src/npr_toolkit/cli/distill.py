@@ -92,7 +92,7 @@ def distill(
     """Grade, filter and select NPR-Zero samples into the NPR-Beta SFT corpus (resumable: rerun to continue)."""
     from pydantic import ValidationError
 
-    from npr_toolkit.data.distill import DistillConfig, run_distill
+    from npr_toolkit.data.distill import DistillConfig, Interrupted, run_distill
     from npr_toolkit.data.io import InputError
 
     check_format(output_format)
@@ -147,6 +147,10 @@ def distill(
     except InputError as exc:
         bar.stop()
         fail(str(exc))
+    except Interrupted as stop:
+        bar.stop()
+        err_console.print(str(stop))
+        raise typer.Exit(130) from None
     bar.stop()
     if output_format == "json":
         print_json(result.report)
