@@ -352,3 +352,28 @@ def test_model_path_samples_rounds_and_resumes(tmp_path: Path) -> None:
     assert resumed.resumed_samples == 2
     assert cfg.rollouts_path.read_bytes() == reference.rollouts_path.read_bytes()
     assert cfg.out.read_bytes() == reference.out.read_bytes()
+
+
+def test_step_numbers_are_written_in_the_engine_form(tmp_path: Path, toy_tokenizer) -> None:
+    """``<step>1: x`` would leave '1' and ':' as targets the engine inserts itself at inference."""
+    from npr_toolkit.format import tags
+    from npr_toolkit.view import build_view
+
+    written = VALID.replace("<step>\n1:", "<step>1:").replace("<step>\n2:", "<step> 2 :").replace("ANSWER", "10")
+    problems = write_lines(tmp_path / "p.jsonl", [{"id": "toy-1", "problem": "(1+2)+(3+4)", "answer": "10"}])
+    rollouts = write_lines(tmp_path / "r.jsonl", [rollout("a", "toy-1", written)])
+    cfg = config(tmp_path, problems, rollouts, workers=0)
+    assert run_distill(cfg).report["accepted"] == 1  # strict accepts both forms
+    (example,) = read_jsonl(cfg.out)
+    completion = example["messages"][-1]["content"]
+    assert completion == VALID.replace("ANSWER", "10")
+    assert tags.branch_header(1) in completion and tags.branch_header(2) in completion
+
+    def targets(text: str) -> str:
+        view = build_view(toy_tokenizer.encode(text), toy_tokenizer, prompt_length=0)
+        pairs = zip(view.input_ids.tolist(), view.generated.tolist(), strict=True)
+        return "".join(toy_tokenizer.decode([i]) for i, generated in pairs if generated)
+
+    assert "1:" in targets(written).split("</plan>")[-1]  # the raw form: the number is a target
+    after_plans = targets(completion).split("</plan>")[-1]
+    assert "1:" not in after_plans and "2:" not in after_plans

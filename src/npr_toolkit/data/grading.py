@@ -281,7 +281,8 @@ class _Run:
                     emitted += 1
                 if exhausted and emitted == pulled:
                     break
-                self._receive()
+                if self.busy:  # else everything read is out: read more first
+                    self._receive()
             for worker in self.busy:
                 self.grader._idle.append(worker)
             self.busy = []
