@@ -58,10 +58,14 @@ def get_profile(name: str) -> Profile:
 
 MAX_NESTING = 64  # deeper trees are reported as such, not checked (the reference walk recurses per level)
 
-_NUMBERS = [re.compile(rf"\s*{index}\s*:") for index in range(65)]  # "i:" after optional whitespace
+NUMBERS = [re.compile(rf"\s*{index}\s*:") for index in range(65)]  # "i:" after optional whitespace
 
 # Diagnostics sharing an offset are listed in this order (the order a reader meets the rules in).
 _TRUNK, _FREE_TEXT, _ANSWER, _DEPTH, _NO_PLANS, _WIDTH, _STEP_COUNT, _CONTENT, _TAKEAWAY, _LENGTH = range(10)
+
+
+def _number(index: int) -> re.Pattern[str]:
+    return NUMBERS[index] if index < len(NUMBERS) else re.compile(rf"\s*{index}\s*:")
 
 
 def blank(text: str) -> bool:
@@ -143,11 +147,9 @@ class Findings:
         if is_blank:
             if not self._allow_empty:
                 self._report(_CONTENT, Code.EMPTY_CONTENT, f"empty <{kind}> {index}", start)
-        elif self._numbering:
-            number = _NUMBERS[index] if index < len(_NUMBERS) else re.compile(rf"\s*{index}\s*:")
-            if number.match(first) is None:
-                code = Code.PLAN_NUMBERING if kind == "plan" else Code.STEP_NUMBERING
-                self._report(_CONTENT, code, f"<{kind}> {index} should start with '{index}:'", start)
+        elif self._numbering and _number(index).match(first) is None:
+            code = Code.PLAN_NUMBERING if kind == "plan" else Code.STEP_NUMBERING
+            self._report(_CONTENT, code, f"<{kind}> {index} should start with '{index}:'", start)
 
     def takeaway(self, start: int, text: str) -> None:
         if not self._allow_empty and blank(text):

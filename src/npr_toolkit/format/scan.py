@@ -22,7 +22,7 @@ from .answer import find_boxed
 from .diagnostics import Code, Diagnostic, SourceIndex
 from .machine import Event, TagError, TagMachine
 from .recovery import syntax_errors
-from .rules import MAX_NESTING, Findings, Profile
+from .rules import MAX_NESTING, NUMBERS, Findings, Profile
 from .stats import Length, TreeStats
 
 _SPLIT = re.compile(tags.TAG_SPLIT)  # text, tag, text, tag, ..., text
@@ -72,7 +72,10 @@ def scan(text: str, profile: Profile, length: Length | None = None) -> Scan:
     findings = Findings(text, profile)
     content = findings.content
     reads_contents, reads_gaps = findings.reads_contents, findings.reads_gaps
-    reads_guideline_text = findings.reads_guideline_text
+    reads_guideline_text, allow_empty, numbering = findings.reads_guideline_text, profile.allow_empty, profile.numbering
+    numbers, known = NUMBERS, len(NUMBERS)
+    open_plan, close_plan, open_step, close_step = _OPEN_PLAN, _CLOSE_PLAN, _OPEN_STEP, _CLOSE_STEP
+    open_block, fork, join, step_close = _OPEN_BLOCK, _FORK, _JOIN, tags.STEP_CLOSE
     machine = TagMachine()
     step_tag = machine.step
     blocks: list[_Block] = []
@@ -94,38 +97,47 @@ def scan(text: str, profile: Profile, length: Length | None = None) -> Scan:
             return Scan(syntax_errors(text, pieces), None, False)
         size = tag_len[tag]
         text_size = measure(after) if after else 0
-        if event is _OPEN_PLAN:  # after: the plan's content (measured even when empty, as tree_stats does)
+        if event is open_plan:  # after: the plan's content (measured even when empty, as tree_stats does)
             block = blocks[-1]
             block.width += 1
             if not after and length is not None:
                 text_size = measure(after)
             block.guide += size + text_size
-            if reads_contents:
-                content("plan", block.width, start, after, not after or after.isspace())
-        elif event is _CLOSE_PLAN:  # after: text inside the guideline
+            if reads_contents:  # the rule is asked only when it may report (a number read in place)
+                index = block.width
+                if not after or after.isspace():
+                    if not allow_empty:
+                        content("plan", index, start, after, True)
+                elif numbering and (index >= known or numbers[index].match(after) is None):
+                    content("plan", index, start, after, False)
+        elif event is close_plan:  # after: text inside the guideline
             block = blocks[-1]
             block.guide += size + text_size
-            if after and reads_guideline_text:
+            if reads_guideline_text and after and not after.isspace():
                 findings.between_plans(pos, after)
-        elif event is _OPEN_STEP:  # after: the step's first text; all of it unless a block is next
+        elif event is open_step:  # after: the step's first text; all of it unless a block is next
             block = blocks[-1]
             block.steps += 1
             if block.steps_at < 0:
                 block.steps_at = start
             steps.append(size + text_size)
             if reads_contents:
-                alone = i + 2 < len(pieces) and pieces[i + 2] == tags.STEP_CLOSE  # no nested block
-                is_blank = alone and (not after or after.isspace())
-                content("step", block.steps, start, after, is_blank)
-        elif event is _CLOSE_STEP:  # after: a gap
+                index = block.steps
+                alone = i + 2 < len(pieces) and pieces[i + 2] == step_close  # no nested block
+                if alone and (not after or after.isspace()):
+                    if not allow_empty:
+                        content("step", index, start, after, True)
+                elif numbering and (index >= known or numbers[index].match(after) is None):
+                    content("step", index, start, after, False)
+        elif event is close_step:  # after: a gap
             block = blocks[-1]
             branch = block.gap + steps.pop() + size
             if branch > block.branch:
                 block.branch = branch
             block.gap = text_size
-            if after and reads_gaps:
+            if reads_gaps and after and not after.isspace():
                 findings.gap(pos, after)
-        elif event is _OPEN_BLOCK:  # after: text inside the guideline
+        elif event is open_block:  # after: text inside the guideline
             if not steps:  # a block of the trunk: the trunk text before it is free text
                 if trunk and findings.reads_free_text:
                     findings.free_text(trunk_at, trunk, before_first=not top_blocks)
@@ -135,16 +147,16 @@ def scan(text: str, profile: Profile, length: Length | None = None) -> Scan:
                 depth = level
             blocks.append(_Block(start, level, len(widths), size + text_size))
             widths.append(0)
-            if after and reads_guideline_text:
+            if reads_guideline_text and after and not after.isspace():
                 findings.between_plans(pos, after)
-        elif event is _FORK:  # after: the gap before the first step
+        elif event is fork:  # after: the gap before the first step
             block = blocks[-1]
             block.guide += size
             block.gap = text_size
             widths[block.slot] = block.width
-            if after and reads_gaps:
+            if reads_gaps and after and not after.isspace():
                 findings.gap(pos, after)
-        elif event is _JOIN:  # after: the takeaway's content
+        elif event is join:  # after: the takeaway's content
             block = blocks[-1]
             block.takeaway_at = start
             findings.takeaway(start, after)

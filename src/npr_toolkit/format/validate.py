@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field
 
 from .diagnostics import Code, Diagnostic, SourceIndex
 from .parse import parse
@@ -30,17 +30,15 @@ class Validation(BaseModel):
     valid: bool
     diagnostics: list[Diagnostic]
     stats: TreeStats | None
-    _source: str | None = PrivateAttr(None)  # the text, when it is well formed
+    source: str | None = Field(None, exclude=True, repr=False)  # the text, kept when it is well formed
 
     @cached_property
     def tree(self) -> Trajectory | None:
-        return None if self._source is None else parse(self._source).tree
+        return None if self.source is None else parse(self.source).tree
 
 
 def _verdict(diagnostics: list[Diagnostic], stats: TreeStats | None, source: str | None) -> Validation:
-    result = Validation(valid=not diagnostics, diagnostics=diagnostics, stats=stats)
-    result._source = source
-    return result
+    return Validation(valid=not diagnostics, diagnostics=diagnostics, stats=stats, source=source)
 
 
 def _resolve(profile: Profile | str) -> Profile:
