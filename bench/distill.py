@@ -132,7 +132,7 @@ def main() -> None:
             print("| rollouts | problems | wall (s) | peak RSS main (MiB) | peak RSS largest worker (MiB) |")
             print("|---:|---:|---:|---:|---:|")
             for size in args.memory:
-                for n_problems in (args.fixed_problems, size // args.per_problem):
+                for n_problems in dict.fromkeys((args.fixed_problems, size // args.per_problem)):
                     sub = folder / f"mem-{size}-{n_problems}"
                     sub.mkdir()
                     p, r_path = write_inputs(sub, size, n_problems, args.seed)

@@ -94,13 +94,16 @@ def index_rollouts(path: Path, problems: dict[str, Problem]) -> tuple[array, lis
     return valid, bad
 
 
-def _read_rollouts(path: Path, valid: array) -> Iterator[Rollout]:
-    """The valid rollouts (``index_rollouts``), in input order: the n-th is sample n."""
+def _read_rollouts(path: Path, valid: array) -> Iterator[dict[str, Any]]:
+    """The records of the valid rollouts (``index_rollouts``), in input order: the n-th is sample n.
+
+    Raw data, already checked: ``Rollout.model_validate`` gives the rollout where one is needed.
+    """
     wanted = iter(valid)
     following = next(wanted, None)
     for item in read_records(path):
         if item.index == following:
-            yield Rollout.model_validate(item.data)
+            yield item.data  # type: ignore[misc]
             following = next(wanted, None)
 
 
@@ -202,8 +205,9 @@ def _judge_rollouts(
     pending: deque[tuple[int, str, str, int]] = deque()  # (sample, id, problem id, chars) of each item in flight
 
     def items() -> Iterator[tuple[str, str]]:
-        for n, rollout in enumerate(_read_rollouts(config.rollouts, valid)):  # type: ignore[arg-type]
+        for n, data in enumerate(_read_rollouts(config.rollouts, valid)):  # type: ignore[arg-type]
             if f"c{n // CHUNK}" not in done:
+                rollout = Rollout.model_validate(data)
                 text = engine_step_numbers(rollout.completion)
                 pending.append((n, rollout.id, rollout.problem_id, len(text)))
                 yield text, problems[rollout.problem_id].answer
@@ -362,8 +366,8 @@ def run_distill(config: DistillConfig, progress: Progress | None = None) -> Dist
                 rollouts = config.rollouts
 
                 def samples() -> Iterator[tuple[Result, str, str]]:
-                    for result, rollout in zip(_results(journal), _read_rollouts(rollouts, valid), strict=True):
-                        yield result, rollout.prompt, rollout.completion
+                    for result, data in zip(_results(journal), _read_rollouts(rollouts, valid), strict=True):
+                        yield result, data["prompt"], data["completion"]
 
             else:
                 write_jsonl_atomic(config.rollouts_path, (s for line in journal.records() for s in line["samples"]))

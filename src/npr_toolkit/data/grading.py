@@ -19,6 +19,7 @@ import contextlib
 import multiprocessing
 import re
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -156,12 +157,14 @@ class _Worker:
         context = multiprocessing.get_context()
         self.conn, child = context.Pipe()
         # Ignored from birth: a Ctrl-C during start-up must not kill it either (the setting is inherited).
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        main = threading.current_thread() is threading.main_thread()  # only it may set handlers
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
         try:
             self.process = context.Process(target=_serve, args=(child, check, timeout), daemon=True)
             self.process.start()
         finally:
-            signal.signal(signal.SIGINT, previous)
+            if main:
+                signal.signal(signal.SIGINT, previous)
         child.close()
         self.ready = False
         self.batch: list[tuple[int, _Item, bool]] = []
@@ -237,12 +240,9 @@ class Grader:
             worker.stop(kill=True)
         return _Worker(self.check, self.timeout)
 
-    def _stop_all(self, kill: bool = False) -> None:
-        while self._idle:
-            self._idle.pop().stop(kill)
-
     def close(self) -> None:
-        self._stop_all()
+        while self._idle:
+            self._idle.pop().stop()
 
     def __enter__(self) -> Grader:
         return self
@@ -310,12 +310,15 @@ class _Run:
         timeout = max(0.0, min(w.since + allowed for w in grading) - now) if grading else None
         for conn in wait([w.conn for w in self.busy], timeout):
             worker = next(w for w in self.busy if w.conn is conn)
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                self._died(worker)
-                continue
-            self._take(worker, message)
+            while True:  # every message already there: one wake-up per burst, not per item
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError):
+                    self._died(worker)
+                    break
+                self._take(worker, message)
+                if worker not in self.busy or not conn.poll():
+                    break
         now = time.monotonic()
         for worker in [w for w in self.busy if w.ready and w.checked is not None and now - w.since > allowed]:
             self._overran(worker)
