@@ -165,3 +165,16 @@ def test_resumable_jsonl_survives_a_torn_last_line(tmp_path: Path):
         assert [d.get("i", d.get("id")) for d in done] == [0, "r"]
         journal.append({"i": 2})
     assert [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()][-1] == {"i": 2}
+
+
+def test_resumable_jsonl_cuts_a_torn_line_longer_than_its_read_block(tmp_path: Path):
+    """A journal line can hold many long samples: the torn tail is found reading back block by block."""
+    path = tmp_path / "journal.jsonl"
+    with ResumableJsonl(path) as journal:
+        journal.append({"i": 0, "text": "a" * 200_000})
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('{"i": 1, "text": "' + "b" * 300_000)  # killed mid-write, five blocks from the end
+    with ResumableJsonl(path) as journal:
+        assert [record["i"] for record in journal.records()] == [0]
+        journal.append({"i": 1})
+    assert [json.loads(line)["i"] for line in path.read_text(encoding="utf-8").splitlines()] == [0, 1]
