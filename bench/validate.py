@@ -1,17 +1,19 @@
 """Validator throughput: ``python bench/validate.py [--size-mb 50] [--seed 0] [--out DIR]``.
 
-Generates a synthetic corpus of NPR rollouts (JSONL, 1-8 KB completions with LaTeX, ``<`` and code
-in the text; about 70% valid, the rest damaged in the ways real samples go wrong), then measures in
-one run, side by side:
+Generates two synthetic corpora of NPR rollouts (JSONL; about 70% valid, the rest damaged in the
+ways real samples go wrong): ``long``, 1-8 KB completions of long steps with LaTeX, ``<`` and code in
+the text, and ``dense``, 1-3 KB completions with short plans and steps (a tag every ~40 characters,
+like real short trajectories), where per-tag costs dominate. For each it measures in one run, side
+by side:
 
 - ``validate()`` itself on completions already in memory (parse + profile checks + stats), per core;
 - a regex checker of the kind the official NPR-Zero format reward uses (whitespace stripped, one
   regex per block, plans == steps, a non-empty ``\\boxed{}`` after the last block), same texts;
 - the end-to-end command ``npr-data validate FILE --profile P --jobs J`` (read, JSON decode, check,
   print diagnostics to /dev/null, summary), and the regex checker streaming the same file;
-- peak RSS of the command on the corpus and on one twice as large (memory must stay flat).
+- peak RSS of the command on the long corpus and on one twice as large (memory must stay flat).
 
-Prints a markdown table to paste into ``bench/RESULTS.md`` (section ``## validate``).
+Prints markdown tables to paste into ``bench/RESULTS.md`` (section ``## validate``).
 """
 
 from __future__ import annotations
@@ -86,6 +88,19 @@ def trajectory(rng: random.Random, target: int) -> str:
     return "".join(parts) + f"The answer is $\\boxed{{\\frac{{{rng.randint(1, 99)}}}{{{rng.randint(2, 9)}}}}}$."
 
 
+def dense_trajectory(rng: random.Random, target: int) -> str:
+    """A strict-valid completion of about ``target`` characters made of short plans and steps."""
+    parts = []
+    while sum(map(len, parts)) < target - 200:
+        width = rng.choice([2, 2, 3, 3, 4, 4, 5, 6, 8])
+        plans = "".join(
+            f"<plan>{i}: {' '.join(rng.choices(WORDS, k=rng.randint(3, 7)))}</plan>\n" for i in range(1, width + 1)
+        )
+        steps = "".join(f"<step>\n{i}: {sentence(rng)}\n</step>\n" for i in range(1, width + 1))
+        parts.append(f"<guideline>\n{plans}</guideline>\n{steps}<takeaway>\n{sentence(rng)}\n</takeaway>\n")
+    return "".join(parts) + f"The answer is $\\boxed{{{rng.randint(1, 99)}}}$."
+
+
 def damage(rng: random.Random, text: str) -> str:
     """One of the ways samples go wrong (some only break ``strict``)."""
     kind = rng.choice(["drop_tag", "truncate", "text_between_steps", "numbering", "no_answer", "preamble"])
@@ -104,14 +119,20 @@ def damage(rng: random.Random, text: str) -> str:
     return "Let me think about this first.\n" + text
 
 
-def write_corpus(path: Path, size_mb: float, seed: int) -> tuple[int, int]:
+CORPORA: dict[str, Callable[[random.Random], str]] = {
+    "long": lambda rng: trajectory(rng, rng.randint(1000, 8000)),
+    "dense": lambda rng: dense_trajectory(rng, rng.randint(1000, 3000)),
+}
+
+
+def write_corpus(path: Path, size_mb: float, seed: int, kind: str = "long") -> tuple[int, int]:
     """Write rollouts until the file reaches ``size_mb``; returns (records, bytes)."""
     rng = random.Random(seed)
     limit = int(size_mb * 1e6)
     count = size = 0
     with path.open("w", encoding="utf-8") as handle:
         while size < limit:
-            text = trajectory(rng, rng.randint(1000, 8000))
+            text = CORPORA[kind](rng)
             if rng.random() < 0.3:
                 text = damage(rng, text)
             record = {
@@ -265,34 +286,37 @@ def print_runs(runs: list[Run]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-mb", type=float, default=50.0)
+    parser.add_argument("--size-mb", type=float, default=50.0, help="size of each corpus")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2, help="worker count for the parallel runs")
-    parser.add_argument("--out", type=Path, default=None, help="keep the corpus here (default: a temp dir)")
+    parser.add_argument("--out", type=Path, default=None, help="keep the corpora here (default: a temp dir)")
     args = parser.parse_args()
 
+    print(f"Machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.out or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        corpus = folder / "corpus.jsonl"
-        t0 = time.perf_counter()
-        records, size = write_corpus(corpus, args.size_mb, args.seed)
-        print(f"corpus: {records} records, {size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-        memory_runs = measure_in_memory(corpus)
-        file_runs = measure_file(corpus, args.jobs)
-        double = folder / "corpus2x.jsonl"
+        for kind in CORPORA:
+            corpus = folder / f"{kind}.jsonl"
+            t0 = time.perf_counter()
+            records, size = write_corpus(corpus, args.size_mb, args.seed, kind)
+            print(f"{kind}: {records} records, {size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+            memory_runs = measure_in_memory(corpus)
+            file_runs = measure_file(corpus, args.jobs)
+            print(f"\nCorpus {kind}: {records} records, {size / 1e6:.1f} MB JSONL", end=" ")
+            print(f"({memory_runs[0].mb:.1f} MB of completions, {memory_runs[0].mb * 1e6 / records:.0f} bytes each)\n")
+            print_runs(memory_runs)
+            print()
+            print_runs(file_runs)
+        double = folder / "long2x.jsonl"
         with double.open("wb") as out:
             for _ in range(2):
-                with corpus.open("rb") as src:
+                with (folder / "long.jsonl").open("rb") as src:
                     shutil.copyfileobj(src, out)
-        flat = [file_runs[1], run_cli(double, "lenient", 1)]
+        flat = [run_cli(folder / "long.jsonl", "lenient", 1), run_cli(double, "lenient", 1)]
 
-    print(f"\nMachine: {machine()}")
-    print(f"Corpus: {records} records, {size / 1e6:.1f} MB JSONL ({memory_runs[0].mb:.1f} MB of completions)\n")
-    print_runs(memory_runs)
-    print()
-    print_runs(file_runs)
-    print("\n| corpus | size (MB) | wall (s) | CPU (s) | peak RSS (MiB) |")
+    print("\nMemory of `npr-data validate --profile lenient --jobs 1` on the long corpus and on it twice:\n")
+    print("| corpus | size (MB) | wall (s) | CPU (s) | peak RSS (MiB) |")
     print("|---|---:|---:|---:|---:|")
     for label, r in zip(("1x", "2x"), flat, strict=True):
         print(f"| {label} | {r.mb:.0f} | {r.wall:.1f} | {r.cpu:.1f} | {r.rss_mib:.0f} |")

@@ -179,3 +179,53 @@ def test_rollouts_with_nothing_to_distil_are_an_input_error(tmp_path: Path, cont
     assert result.exit_code == 2, result.output
     assert f"error: {rollouts}: no valid rollout" in " ".join(result.stderr.split())
     assert not out.exists() and not Path(f"{out}.work").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_what_was_judged_and_a_rerun_resumes(tmp_path: Path) -> None:
+    """SIGINT to the whole process group (what Ctrl-C sends): exit 130 with what was saved, no worker
+    left behind, nothing half-judged recorded; the rerun writes what an uninterrupted run writes."""
+    problems, rollouts = toy_inputs(tmp_path, problems=260, per_problem=5)  # 1300 rollouts, 6 chunks
+
+    def command(out: Path) -> list[str]:
+        return [
+            *(str(NPR_DATA), "distill", "--problems", str(problems), "--rollouts", str(rollouts)),
+            *("--out", str(out), "--workers", "2", "--per-problem", "2"),
+        ]
+
+    stopped = tmp_path / "stopped" / "beta.jsonl"
+    journal = Path(f"{stopped}.work") / "journal.jsonl"
+    process = subprocess.Popen(
+        command(stopped), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (journal.exists() and journal.read_bytes().count(b"\n") >= 2):
+            assert process.poll() is None, "the run ended before it could be interrupted"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 130, stderr
+    saved = sum(len(json.loads(line)["results"]) for line in journal.read_text().splitlines())
+    assert 512 <= saved < 1300
+    assert f"interrupted: {saved} saved; rerun to resume" in " ".join(stderr.split())
+    assert "Traceback" not in stderr and not stopped.exists()
+    with pytest.raises(ProcessLookupError):  # the grading workers are gone too
+        os.killpg(process.pid, 0)
+
+    rerun = subprocess.run(command(stopped), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resumed: {saved} samples" in " ".join(rerun.stdout.split())
+    clean = tmp_path / "clean" / "beta.jsonl"
+    assert runner.invoke(app, command(clean)[1:]).exit_code == 0
+    assert stopped.read_bytes() == clean.read_bytes()
+    reports = [json.loads(Path(f"{out}.report.json").read_text()) for out in (stopped, clean)]
+    for report in reports:
+        report.pop("outputs")
+        report["options"].pop("out")
+    assert reports[0] == reports[1]

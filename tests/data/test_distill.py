@@ -13,14 +13,8 @@ from typing import Any
 import pytest
 
 from npr_toolkit.data import distill
-from npr_toolkit.data.distill import (
-    DistillConfig,
-    index_rollouts,
-    problem_source,
-    prompt_messages,
-    run_distill,
-    select,
-)
+from npr_toolkit.data.distill import DistillConfig, index_rollouts, prompt_messages, run_distill
+from npr_toolkit.data.distill_report import Selection, problem_source
 from npr_toolkit.data.problems import load_problems
 from npr_toolkit.data.records import BetaExample, Problem
 from npr_toolkit.toy.task import make_problems, noisy_trajectory, reference_trajectory
@@ -130,8 +124,8 @@ def test_bad_problems_are_reported_with_file_and_line(tmp_path: Path) -> None:
 def test_bad_rollouts_are_reported_with_file_and_line(small: tuple[Path, Path]) -> None:
     problems_path, rollouts_path = small
     problems, _ = load_problems(problems_path)
-    entries, bad = index_rollouts(rollouts_path, {p.id: p for p in problems})
-    assert [e.id for e in entries] == list("abcdefg")
+    valid, bad = index_rollouts(rollouts_path, {p.id: p for p in problems})
+    assert list(valid) == list(range(7))  # records a..g
     assert [b.split(": ", 1)[0] for b in bad] == [f"{rollouts_path}:{n}" for n in (8, 9, 10, 11)]
     assert "unknown problem id 'nope'" in bad[1]
     assert "'completion'" in bad[2]
@@ -174,10 +168,12 @@ def test_selection_policies_and_per_problem() -> None:
         _result(4, "p", 70, [2]),
         _result(5, "q", 60, [2]),
     ]
-    ids = {
-        policy: {pid: [r["index"] for r in found] for pid, found in select(results, policy, 2).items()}
-        for policy in ("first", "shortest", "most-parallel")
-    }
+    ids = {}
+    for policy in ("first", "shortest", "most-parallel"):
+        selection = Selection(policy, 2)
+        for result in results:
+            selection.add(result)
+        ids[policy] = selection.chosen()
     assert ids["first"] == {"p": [0, 2], "q": [5]}
     assert ids["shortest"] == {"p": [4, 2], "q": [5]}
     assert ids["most-parallel"] == {"p": [2, 4], "q": [5]}
@@ -356,3 +352,28 @@ def test_model_path_samples_rounds_and_resumes(tmp_path: Path) -> None:
     assert resumed.resumed_samples == 2
     assert cfg.rollouts_path.read_bytes() == reference.rollouts_path.read_bytes()
     assert cfg.out.read_bytes() == reference.out.read_bytes()
+
+
+def test_step_numbers_are_written_in_the_engine_form(tmp_path: Path, toy_tokenizer) -> None:
+    """``<step>1: x`` would leave '1' and ':' as targets the engine inserts itself at inference."""
+    from npr_toolkit.format import tags
+    from npr_toolkit.view import build_view
+
+    written = VALID.replace("<step>\n1:", "<step>1:").replace("<step>\n2:", "<step> 2 :").replace("ANSWER", "10")
+    problems = write_lines(tmp_path / "p.jsonl", [{"id": "toy-1", "problem": "(1+2)+(3+4)", "answer": "10"}])
+    rollouts = write_lines(tmp_path / "r.jsonl", [rollout("a", "toy-1", written)])
+    cfg = config(tmp_path, problems, rollouts, workers=0)
+    assert run_distill(cfg).report["accepted"] == 1  # strict accepts both forms
+    (example,) = read_jsonl(cfg.out)
+    completion = example["messages"][-1]["content"]
+    assert completion == VALID.replace("ANSWER", "10")
+    assert tags.branch_header(1) in completion and tags.branch_header(2) in completion
+
+    def targets(text: str) -> str:
+        view = build_view(toy_tokenizer.encode(text), toy_tokenizer, prompt_length=0)
+        pairs = zip(view.input_ids.tolist(), view.generated.tolist(), strict=True)
+        return "".join(toy_tokenizer.decode([i]) for i, generated in pairs if generated)
+
+    assert "1:" in targets(written).split("</plan>")[-1]  # the raw form: the number is a target
+    after_plans = targets(completion).split("</plan>")[-1]
+    assert "1:" not in after_plans and "2:" not in after_plans

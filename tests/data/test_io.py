@@ -227,3 +227,16 @@ def test_check_outputs_refuses_what_cannot_be_written(tmp_path: Path):
         check_outputs(inputs={}, files={"--keep": a_file / "under-a-file.jsonl"})
     with pytest.raises(InputError, match=r"--out /proc/npr-x: cannot write there"):
         check_outputs(inputs={}, folders={"--out": "/proc/npr-x"})
+
+
+def test_resumable_jsonl_cuts_a_torn_line_longer_than_its_read_block(tmp_path: Path):
+    """A journal line can hold many long samples: the torn tail is found reading back block by block."""
+    path = tmp_path / "journal.jsonl"
+    with ResumableJsonl(path) as journal:
+        journal.append({"i": 0, "text": "a" * 200_000})
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('{"i": 1, "text": "' + "b" * 300_000)  # killed mid-write, five blocks from the end
+    with ResumableJsonl(path) as journal:
+        assert [record["i"] for record in journal.records()] == [0]
+        journal.append({"i": 1})
+    assert [json.loads(line)["i"] for line in path.read_text(encoding="utf-8").splitlines()] == [0, 1]

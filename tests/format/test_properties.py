@@ -2,7 +2,9 @@
 
 Trees are generated as pydantic models with their spans, rendered, parsed back and compared whole.
 Damaged texts (dropped, duplicated, swapped or inserted tags, truncation, random characters and
-bytes) go through every profile; huge inputs (1-5 MB) must finish within a hard time limit.
+bytes) go through every profile; huge inputs (1-5 MB) must finish within a hard time limit. On
+every generated text the validator's fast path agrees with the reference (Lark's tree, checked by
+``validate_tree``): same verdict, diagnostics and statistics.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from npr_toolkit.format import (
     Text,
     Trajectory,
     parse,
+    tree_stats,
     validate,
 )
 from npr_toolkit.format import tags as T
@@ -48,6 +51,13 @@ content = (
 nonempty = content.filter(bool)
 
 
+def glue(left: str, right: str) -> str:
+    """Two contents as one text; a space between them where joining would spell a tag ("<" + "step>")."""
+    joined = left + right
+    window = joined[max(0, len(left) - 12) : len(left) + 12]
+    return left + " " + right if any(tag in window for tag in T.TAGS) else joined
+
+
 def alternating(items: st.SearchStrategy, max_size: int, min_size: int = 0) -> st.SearchStrategy:
     """Lists of texts and ``items`` (twice as likely) where no two texts are adjacent (the lexer would merge them)."""
 
@@ -55,7 +65,7 @@ def alternating(items: st.SearchStrategy, max_size: int, min_size: int = 0) -> s
         out: list = []
         for item in raw:
             if isinstance(item, str) and out and isinstance(out[-1], str):
-                out[-1] += item
+                out[-1] = glue(out[-1], item)
             else:
                 out.append(item)
         return out
@@ -135,7 +145,8 @@ class Builder:
             before, value, after = answer
             tail = f"{before}\\boxed{{{value}}}{after}"
             if spec and isinstance(spec[-1], str):
-                before, spec[-1] = spec[-1] + before, spec[-1] + tail
+                before = glue(spec[-1], before)
+                spec[-1] = f"{before}\\boxed{{{value}}}{after}"
             else:
                 spec.append(tail)
             box_at = (before, value)
@@ -148,13 +159,21 @@ class Builder:
         return Trajectory(items=items, answer=found)
 
 
+def words(text: str) -> int:
+    """A length function other than characters (tokens without a tokenizer): whitespace-split words."""
+    return len(text.split())
+
+
 @SETTINGS
 @given(trees())
-def test_random_valid_trees_round_trip(tree: Trajectory):
+def test_random_valid_trees_round_trip(same_as_reference, tree: Trajectory):
     text = tree.render()
     result = parse(text)
     assert result.diagnostics == []
     assert result.tree == tree
+    for profile in PROFILES:
+        assert same_as_reference(text, profile).stats == tree_stats(tree)
+    assert same_as_reference(text, "lenient", words).stats == tree_stats(tree, words)
 
 
 # --- damage: never crash, diagnostics always point inside the text ---
@@ -202,23 +221,32 @@ KINDS = ["drop", "duplicate", "swap", "truncate", "insert_tag", "noise"]
     st.randoms(use_true_random=False),
     st.text(st.characters(codec=None, exclude_categories=()), max_size=20),
 )
-def test_damaged_trees_never_crash(tree: Trajectory, kinds: list[str], rng: random.Random, noise: str):
+def test_damaged_trees_never_crash(
+    same_as_reference, tree: Trajectory, kinds: list[str], rng: random.Random, noise: str
+):
     text = tree.render()
     for kind in kinds:
         text = damage(rng, text, kind, noise)
     check_never_crashes(text)
+    for profile in PROFILES:
+        same_as_reference(text, profile)
+    same_as_reference(text, "strict", words)
 
 
 @SETTINGS
 @given(st.binary(max_size=2000))
-def test_random_bytes_never_crash(raw: bytes):
-    check_never_crashes(raw.decode("utf-8", errors="surrogateescape"))
+def test_random_bytes_never_crash(same_as_reference, raw: bytes):
+    text = raw.decode("utf-8", errors="surrogateescape")
+    check_never_crashes(text)
+    same_as_reference(text, "lenient")
 
 
 @SETTINGS
 @given(st.lists(st.sampled_from([*T.TAGS, "x", "\n", "1:", "\\boxed{1}"]), max_size=60).map("".join))
-def test_tag_soup_never_crashes(text: str):
+def test_tag_soup_never_crashes(same_as_reference, text: str):
     check_never_crashes(text)
+    for profile in PROFILES:
+        same_as_reference(text, profile)
 
 
 # --- huge inputs: bounded time ---

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from npr_toolkit.errors import InputError
 
-from .console import fail, print_json
+from .console import EXIT_INTERRUPTED, fail, print_json
 from .options import SHARED
 
 Options = dict[str, tuple[Any, Any]]  # parameter name -> (Annotated[type, typer.Option(...)], default)
@@ -125,7 +125,8 @@ def parse_config(config: type[C], values: Mapping[str, Any]) -> C:
 
 
 def finish(job: Callable[[], T], output_format: str, *, text: Callable[[T], None], data: Callable[[T], Any]) -> T:
-    """Run ``job``; an ``InputError`` is the error line and exit 2; print the result as JSON or text.
+    """Run ``job``; an ``InputError`` is the error line and exit 2; Ctrl-C is one line (the job's own, e.g.
+    how much a resumable job saved) and exit 130; print the result as JSON or text.
 
     With ``--format json`` stdout carries only the JSON document: whatever the job prints (a
     trainer's logs) goes to stderr.
@@ -136,6 +137,8 @@ def finish(job: Callable[[], T], output_format: str, *, text: Callable[[T], None
             result = job()
     except InputError as exc:
         fail(str(exc))
+    except KeyboardInterrupt as stop:
+        fail(str(stop) or "interrupted", code=EXIT_INTERRUPTED)
     if output_format == "json":
         print_json(data(result))
     else:

@@ -43,6 +43,7 @@ STYLES = {  # how the parts of a trajectory look (generate's highlighted text, s
 }
 
 EXIT_USAGE = 2  # bad options, missing files, unreadable input (1: validate found invalid records)
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 
 
 def error(message: str) -> None:

@@ -50,30 +50,44 @@ def read_checked(
     ``check`` turns a record's data into a model with an ``id`` (raising ``ValidationError`` or
     ``ValueError``); unreadable records, rejected ones and repeated ids are reported, never dropped.
     """
-    from .records import describe_error
-
     kept: list[tuple[SourceRecord, R]] = []
     bad: list[str] = []
+    for item, value, error in check_records(path, check, kind=kind, text_field=text_field):
+        if error is None:
+            kept.append((item, value))  # type: ignore[arg-type]
+        else:
+            bad.append(error)
+    return kept, bad
+
+
+def check_records(
+    path: str | Path, check: Callable[[dict[str, Any]], R], *, kind: str, text_field: str = "completion"
+) -> Iterator[tuple[SourceRecord, R | None, str | None]]:
+    """``read_checked`` one record at a time: ``(record, value, None)`` or ``(record, None, message)``.
+
+    Only the ids seen so far are held (to report repeats), so a corpus of any size streams through.
+    """
+    from .records import describe_error
+
     first: dict[str, str] = {}
     for item in read_records(path, text_field=text_field):
         if item.error is not None:
-            bad.append(f"{item.where}: {item.error}")
+            yield item, None, f"{item.where}: {item.error}"
             continue
         try:
             value = check(item.data or {})
         except ValidationError as exc:
-            bad.append(f"{item.where}: {describe_error(exc)}")
+            yield item, None, f"{item.where}: {describe_error(exc)}"
             continue
         except ValueError as exc:
-            bad.append(f"{item.where}: {exc}")
+            yield item, None, f"{item.where}: {exc}"
             continue
         key = value.id  # type: ignore[attr-defined]
         if key in first:
-            bad.append(f"{item.where}: duplicate {kind} id {key!r} (first at {first[key]})")
+            yield item, None, f"{item.where}: duplicate {kind} id {key!r} (first at {first[key]})"
             continue
         first[key] = item.where
-        kept.append((item, value))
-    return kept, bad
+        yield item, value, None
 
 
 def _from_lines(source: str, lines: Iterable[str], text_field: str) -> Iterator[SourceRecord]:
@@ -306,31 +320,32 @@ def check_outputs(*, inputs: Named, files: Named | None = None, folders: Named |
 class ResumableJsonl:
     """Append-only JSONL journal for long jobs: complete lines survive ``kill -9``.
 
-    ``done()`` returns the records already written (a torn last line is cut off on open);
-    ``append()`` writes one record and fsyncs, so a restarted job can skip finished work.
+    A torn last line is cut off on open; ``records()`` streams what was written (``done()`` lists
+    it), read back from the file, so a journal of any size costs no memory; ``append()`` writes one
+    record and fsyncs, so a restarted job can skip finished work.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._records: list[dict[str, Any]] = []
         if self.path.exists():
-            raw = self.path.read_bytes()
-            keep = raw[: raw.rfind(b"\n") + 1]  # everything up to the last complete line
-            if len(keep) != len(raw):
-                self.path.write_bytes(keep)
-            self._records = [json.loads(line) for line in keep.decode("utf-8").splitlines() if line.strip()]
+            _cut_torn_line(self.path)
         self._handle = self.path.open("a", encoding="utf-8")
 
+    def records(self) -> Iterator[dict[str, Any]]:
+        self._handle.flush()
+        with self.path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    yield json.loads(line)
+
     def done(self) -> list[dict[str, Any]]:
-        return list(self._records)
+        return list(self.records())
 
     def append(self, record: dict[str, Any] | BaseModel) -> None:
-        line = _dumps(record)
-        self._handle.write(line + "\n")
+        self._handle.write(_dumps(record) + "\n")
         self._handle.flush()
         os.fsync(self._handle.fileno())
-        self._records.append(json.loads(line))
 
     def close(self) -> None:
         self._handle.close()
@@ -340,3 +355,20 @@ class ResumableJsonl:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _cut_torn_line(path: Path, block: int = 1 << 16) -> None:
+    """Truncate ``path`` after its last newline, reading only its tail."""
+    with path.open("r+b") as handle:
+        end = position = handle.seek(0, os.SEEK_END)
+        keep = 0
+        while position > 0:
+            start = max(0, position - block)
+            handle.seek(start)
+            cut = handle.read(position - start).rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            position = start
+        if keep != end:
+            handle.truncate(keep)

@@ -5,24 +5,25 @@ autoregressive decoding (``parallel=False``), as DESIGN §3 says. Each (problem,
 call with ``n=K`` and a seed derived from (``--seed``, problem id, round): what a problem draws does
 not depend on the other problems, their order, or what an interrupted run did before.
 ``sample_rounds`` repeats rounds for the problems that still lack accepted samples, journaling each
-(round, problem) as one line so ``distill`` resumes without redrawing.
+(round, problem) as one line (its samples and their judgements) so ``distill`` resumes without
+redrawing; the journal is the only record of the samples, so memory does not grow with them.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from npr_toolkit.seeds import derive_seed
 
-from .distill import Judge, Progress, accepted, sample_result
+from .distill_config import DistillConfig
+from .distill_report import accepted, sample_result
+from .grading import Grader
+from .headers import engine_step_numbers
 from .io import ResumableJsonl
 from .prompts import user_message
 from .records import Problem, Rollout
-
-if TYPE_CHECKING:
-    from .distill import DistillConfig
 
 
 def round_seed(seed: int, problem_id: str, round_index: int) -> int:
@@ -92,56 +93,54 @@ def sample_rounds(
     problems: list[Problem],
     template: str,
     journal: ResumableJsonl,
-    judge_factory: Callable[[], Judge],
-    progress: Progress | None,
-) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]], int]:
+    grader: Grader,
+    check_stop: Callable[[], None],
+    progress: Callable[[int, int], None] | None,
+) -> int:
     """Sample rounds with the engine until each problem has ``per_problem`` accepted or ``max_tries`` ran.
 
     One journal line per (round, problem) holds its samples and their results, so a resumed run
     redraws nothing it finished; what each round needs follows from the journal, deterministically.
+    ``check_stop`` raises when the job was interrupted, before a line is written. Returns the samples
+    taken from the journal (drawn by an earlier run).
     """
-    done = {line["key"]: line for line in journal.done()}
-    results: list[dict[str, Any]] = []
-    samples: dict[int, dict[str, Any]] = {}
+    done = {line["key"]: [accepted(r) for r in line["results"]] for line in journal.records()}
     found: Counter[str] = Counter()
-    judge: Judge | None = None
     sampler: Sampler | None = None
-    resumed = expected = 0
+    resumed = judged = expected = 0
     k = config.samples or 1
-    try:
-        for round_index in range(config.max_tries):
-            needing = [p for p in problems if found[p.id] < config.per_problem]
-            expected += k * len(needing)
-            if progress:
-                progress(len(results), expected)
-            for problem in needing:
-                key = f"r{round_index}:{problem.id}"
-                line = done.get(key)
-                if line is None:
-                    if judge is None:  # the pool forks before the model is loaded
-                        judge = judge_factory()
-                        sampler = load_sampler(config, template)
-                    drawn = sampler.sample(problem, round_index)
-                    judged = judge([(r.completion, problem.answer) for r in drawn])
-                    start = len(results)
-                    line = {
+    for round_index in range(config.max_tries):
+        needing = [p for p in problems if found[p.id] < config.per_problem]
+        expected += k * len(needing)
+        if progress:
+            progress(judged, expected)
+        for problem in needing:
+            key = f"r{round_index}:{problem.id}"
+            verdicts = done.get(key)
+            if verdicts is None:
+                if sampler is None:
+                    grader.start()  # the workers fork before the model is loaded
+                    sampler = load_sampler(config, template)
+                drawn = sampler.sample(problem, round_index)
+                texts = [engine_step_numbers(r.completion) for r in drawn]
+                judgements = grader.judge_many((text, problem.answer) for text in texts)
+                results = [
+                    sample_result(judged + j, r.id, r.problem_id, len(text), verdict, r.meta.get("tokens"))
+                    for j, (r, text, verdict) in enumerate(zip(drawn, texts, judgements, strict=True))
+                ]
+                check_stop()
+                journal.append(
+                    {
                         "key": key,
                         "samples": [r.model_dump(mode="json", exclude_none=True) for r in drawn],
-                        "results": [
-                            sample_result(start + j, r.id, r.problem_id, r.completion, verdict, r.meta.get("tokens"))
-                            for j, (r, verdict) in enumerate(zip(drawn, judged, strict=True))
-                        ],
+                        "results": results,
                     }
-                    journal.append(line)
-                else:
-                    resumed += len(line["results"])
-                for sample, result in zip(line["samples"], line["results"], strict=True):
-                    samples[result["index"]] = sample
-                    results.append(result)
-                    found[problem.id] += accepted(result)
-                if progress:
-                    progress(len(results), expected)
-    finally:
-        if judge is not None:
-            judge.close()
-    return results, samples, resumed
+                )
+                verdicts = [accepted(r) for r in results]
+            else:
+                resumed += len(verdicts)
+            judged += len(verdicts)
+            found[problem.id] += sum(verdicts)
+            if progress:
+                progress(judged, expected)
+    return resumed

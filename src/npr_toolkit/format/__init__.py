@@ -6,7 +6,7 @@ from .filter import StructuralFilter, Verdict
 from .parse import ParseResult, parse, parse_tree
 from .stats import TreeStats, token_length, tree_stats
 from .tree import Answer, Block, Guideline, Plan, Step, Takeaway, Text, Trajectory
-from .validate import PROFILES, Profile, ProfileName, Validation, get_profile, validate
+from .validate import PROFILES, Profile, ProfileName, Validation, get_profile, validate, validate_tree
 
 __all__ = [
     "CODE_TABLE",
@@ -36,4 +36,5 @@ __all__ = [
     "token_length",
     "tree_stats",
     "validate",
+    "validate_tree",
 ]

@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict
 
 from .answer import extract_boxed
 from .diagnostics import Code, Diagnostic, SourceIndex
+from .scan import scan
 from .stats import Length, TreeStats
-from .validate import Profile, get_profile, validate
+from .validate import Profile, get_profile
 
 
 class Verdict(BaseModel):
@@ -43,9 +44,8 @@ class StructuralFilter:
         self.length = length
 
     def __call__(self, completion: str) -> Verdict:
-        result = validate(completion, self.profile, self.length)
-        found = list(result.diagnostics)
-        stats = result.stats
+        scanned = scan(completion, self.profile, self.length)  # what ``validate`` checks, without its result object
+        found, stats = scanned.diagnostics, scanned.stats
         if stats is not None:
             source = SourceIndex(completion)
             if self.require_parallel and not stats.parallel:

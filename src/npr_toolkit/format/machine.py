@@ -113,13 +113,17 @@ class TagMachine:
         return self.stack == [self.root]
 
     def step(self, tag: str) -> Event:
-        move = TRANSITIONS.get((self.stack[-1], tag))
-        if move is None or (move.op == "pop" and len(self.stack) == 1):
-            raise TagError(tag, self.stack[-1])
-        if move.op == "push":
-            self.stack.append(move.state)  # type: ignore[arg-type]
-        elif move.op == "go":
-            self.stack[-1] = move.state  # type: ignore[assignment]
+        stack = self.stack
+        move = TRANSITIONS.get((stack[-1], tag))
+        if move is None:
+            raise TagError(tag, stack[-1])
+        event, op, state = move  # unpacked once: the validator's fast path steps every tag of a corpus
+        if op == "push":
+            stack.append(state)  # type: ignore[arg-type]
+        elif op == "go":
+            stack[-1] = state  # type: ignore[assignment]
+        elif len(stack) == 1:
+            raise TagError(tag, stack[-1])
         else:
-            self.stack.pop()
-        return move.event
+            stack.pop()
+        return event

@@ -80,7 +80,7 @@ def parse(text: str) -> ParseResult:
     try:
         items = load_parser().parse(text)
     except UnexpectedInput:
-        return ParseResult(tree=None, diagnostics=_syntax_diagnostics(text))
+        return ParseResult(tree=None, diagnostics=syntax_diagnostics(text))
     return ParseResult(tree=Trajectory(items=items, answer=_final_answer(items)), diagnostics=[])
 
 
@@ -115,8 +115,9 @@ def _terminal_text(name: str) -> str:
     return pattern.value if pattern.type == "str" else name.lower()
 
 
-def _syntax_diagnostics(text: str) -> list[Diagnostic]:
-    """Re-parse token by token, recording each error and recovering where it can."""
+def syntax_diagnostics(text: str) -> list[Diagnostic]:
+    """The syntax errors of a text that does not parse: re-parse token by token, recording each
+    error and recovering where it can."""
     source = SourceIndex(text)
     parser = load_parser()
     interactive = parser.parse_interactive(text)
