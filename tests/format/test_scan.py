@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
-from npr_toolkit.format.report import CheckOptions, check_texts
+from npr_toolkit.data.corpus import CheckOptions, check_texts
 
 from npr_toolkit.format import PROFILES, Profile, StructuralFilter, parse, token_length, validate
 from npr_toolkit.format import tags as T
