@@ -85,8 +85,11 @@ def _papo(model_dir, tmp_path, **settings) -> PAPOTrainer:
 
 
 @pytest.mark.slow
-def test_three_step_papo_run_logs_an_onpolicy_difference_below_1e4(format_model_dir, tmp_path):
-    trainer = _papo(format_model_dir, tmp_path, max_steps=3)
+@pytest.mark.parametrize("semantics", ["canonical", "reprefill"])
+def test_three_step_papo_run_logs_an_onpolicy_difference_below_1e4(format_model_dir, tmp_path, semantics):
+    """In either semantics the engine decodes the rollouts as the view recomputes them (docs/design.md §3, §3b)."""
+    trainer = _papo(format_model_dir, tmp_path, max_steps=3, semantics=semantics)
+    assert trainer._engine.semantics == semantics
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
     steps = [entry for entry in trainer.state.log_history if ONPOLICY_METRIC in entry]
@@ -127,6 +130,7 @@ def test_papo_keeps_float32_master_weights_under_bf16_compute(format_model_dir, 
         max_completion_length=160, save_strategy="no", seed=0,
     )  # fmt: skip
     assert torch.load(out / "training_args.bin", weights_only=False).bf16
+    assert json.loads((out / "config.json").read_text())["npr_semantics"] == "canonical"  # the checkpoint's, kept
     before = AutoModelForCausalLM.from_pretrained(format_model_dir, dtype="auto").state_dict()
     after = AutoModelForCausalLM.from_pretrained(out, dtype="auto").state_dict()
     trained = [name for name in before if ".layers." in name and name.endswith("proj.weight")]

@@ -63,13 +63,13 @@ FLAGS = {  # config field -> (the stages that have it, its option); one line add
     "num_train_epochs": _option(("sft",), float, "--num-train-epochs", "Epochs over the data."),
     "max_length": _option(("sft",), int, "--max-length", "Longest record in tokens; longer ones are dropped."),
     "semantics": _option(
-        ("sft",),
+        ALL,
         str,
         "--semantics",
         "canonical (torch engine), reprefill (exact on stock SGLang/vLLM servers) or npr-compat (official NPR "
-        "code); recorded in the checkpoint.",
+        "code); recorded in the checkpoint. Unset: sft trains canonical, zero and papo keep the checkpoint's.",
     ),
-    "view_mode": _option(("sft",), str, "--view-mode", "Former name of --semantics (canonical or npr-compat)."),
+    "view_mode": _option(ALL, str, "--view-mode", "Former name of --semantics (canonical or npr-compat)."),
     "attn_implementation": _option(("sft",), str, "--attn-implementation", "flex_attention (GPU), sdpa or eager."),
     "num_generations": _option(RL, int, "--num-generations", "Samples per prompt."),
     "max_completion_length": _option(RL, int, "--max-completion-length", "Token budget per rollout (critical path)."),

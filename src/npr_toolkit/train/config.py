@@ -7,14 +7,18 @@ file. Errors name the file and the field, and surface as ``InputError`` (exit 2 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..data.io import InputError
+from ..view import MODES
+from ..view.semantics import Semantics
 
 C = TypeVar("C")
+logger = logging.getLogger(__name__)
 
 
 def _coerce(name: str, hint: Any, value: Any) -> Any:
@@ -86,6 +90,58 @@ class DeviceFields:
     gradient_checkpointing: bool | None = field(
         default=None, metadata={"help": "Deprecated alias of activation_checkpointing (transformers 5)."}
     )
+
+
+@dataclass
+class SemanticsFields:
+    """What a stage trains the model to compute, recorded in every checkpoint it writes (mixin).
+
+    One knob, ``semantics``, named after where the model will be decoded (docs/design.md §3, §3b):
+    ``canonical`` (a join splices the branches' KV: the torch engine and ``npr serve``), ``reprefill``
+    (a join re-reads the branches, as a stock SGLang/vLLM server does: exact there and on the torch
+    engine) or ``npr-compat`` (the official NPR-Beta code's masks and positions, an approximation of
+    canonical kept to continue from released NPR checkpoints; recorded as canonical). The former field
+    ``view_mode`` (canonical | npr-compat) is still read, as an alias, so old configs keep working.
+    """
+
+    semantics: str | None = field(
+        default=None,
+        metadata={
+            "help": "What the model learns to compute, so which engines decode it exactly: 'canonical' (torch "
+            "engine, `npr serve`), 'reprefill' (also exact on stock SGLang/vLLM servers; training reads the re-read "
+            "branches too) or 'npr-compat' (the official NPR-Beta masks and positions; recorded as canonical). "
+            "Recorded in the checkpoint. Unset: SFT trains canonical; zero and papo keep the checkpoint's."
+        },
+    )
+    view_mode: str | None = field(
+        default=None,
+        metadata={"help": "Former name of `semantics` (canonical or npr-compat), still read by old configs."},
+    )
+
+    def resolve_semantics(self, default: str | None) -> None:
+        """Fold the former ``view_mode`` into ``semantics``, then fill ``default`` when unset (None: later).
+
+        Raises:
+            ValueError: an unknown value, or ``view_mode`` and ``semantics`` that disagree.
+        """
+        if self.view_mode is not None:
+            if self.view_mode not in ("canonical", "npr-compat"):
+                raise ValueError(f"view_mode {self.view_mode!r}: choose canonical or npr-compat (or set semantics)")
+            if self.semantics not in (None, self.view_mode):
+                raise ValueError(
+                    f"view_mode {self.view_mode!r} and semantics {self.semantics!r} disagree: set semantics only"
+                )
+            logger.warning("view_mode is the former name of semantics: write semantics: %s", self.view_mode)
+            self.semantics, self.view_mode = self.view_mode, None
+        if self.semantics is None:
+            self.semantics = default
+        if self.semantics is not None and self.semantics not in MODES:
+            raise ValueError(f"semantics {self.semantics!r}: choose one of {', '.join(MODES)}")
+
+    @property
+    def recorded_semantics(self) -> Semantics:
+        """What the checkpoint records: npr-compat approximates canonical, so it is recorded as canonical."""
+        return "reprefill" if self.semantics == "reprefill" else "canonical"
 
 
 def on_gpu(use_cpu: bool) -> bool:

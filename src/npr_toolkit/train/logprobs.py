@@ -3,8 +3,9 @@
 PAPO's ``_get_per_token_logps_and_entropies`` is two steps, kept apart so another view can slot in:
 
 1. ``score_rows`` turns each TRL row into a ``ScoredRow``: the view of its tokens plus ``targets``,
-   the view position whose output scores completion token j (for the canonical view, prompt
-   length - 1 + j; a packed view would map each completion token to wherever it sits);
+   the view position whose output scores completion token j (``TreeView.predicted_at``: prompt
+   length - 1 + j in the canonical view; wherever the sampling request had it in the trie-packed
+   reprefill view);
 2. ``completion_logprobs`` batches the views in chunks of ``batch_size`` rows, runs the model once
    per chunk through TRL's fused LM head, and gathers the log-probs at ``targets`` into TRL's
    ``(B, C)`` layout.
@@ -54,7 +55,9 @@ def score_rows(
         except ViewError:
             view = causal_view(tokens, prompt_length=prompt_length)
         completion = max(end - prompt_width, 0)
-        rows.append(ScoredRow(view, torch.arange(prompt_length - 1, prompt_length - 1 + completion)))
+        targets = view.predicted_at[prompt_length : prompt_length + completion]
+        # A token that is no target (an inserted header) is masked out of the loss: any finite slot will do.
+        rows.append(ScoredRow(view, targets.clamp(min=0)))
     return rows
 
 

@@ -34,6 +34,7 @@ from trl import GRPOTrainer
 
 from ..engine import Generation, SamplingParams, TorchEngine
 from ..format import StructuralFilter, Verdict, get_profile
+from ..view.semantics import read_semantics
 from .logprobs import completion_logprobs, score_rows
 from .papo_config import PAPOConfig
 from .rewards import papo_reward
@@ -99,6 +100,8 @@ class PAPOTrainer(GRPOTrainer):
     """GRPOTrainer whose rollouts come from the parallel engine and whose log π uses the tree view."""
 
     def __init__(self, model, args: PAPOConfig, train_dataset, processing_class, reward_funcs=None, **kwargs: Any):
+        if args.semantics is None:  # built directly (``run_papo`` resolves it): the checkpoint's
+            args.semantics = read_semantics(model.config)[0]
         self._structural_filter = papo_filter(args.filter_profile)
         logging.getLogger("trl.trainer.grpo_trainer").addFilter(_not_unscored_warning)  # added once
         self._policy_logps: torch.Tensor | None = None
@@ -114,7 +117,8 @@ class PAPOTrainer(GRPOTrainer):
             rollout_func=self._rollout,
             **kwargs,
         )
-        self._engine = TorchEngine(self.model, processing_class)
+        # Rollouts are decoded in the semantics log π is recomputed in (npr-compat decodes as canonical).
+        self._engine = TorchEngine(self.model, processing_class, semantics=args.recorded_semantics)
 
     # --- rollouts -----------------------------------------------------------------------------
     def _prompt_text(self, prompt: Any) -> str:
@@ -174,7 +178,7 @@ class PAPOTrainer(GRPOTrainer):
         self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, **kwargs
     ):
         """Per completion token: log π(token | its own branch path), from the training view (``logprobs.py``)."""
-        rows = score_rows(input_ids, attention_mask, logits_to_keep, self.processing_class, self.args.view_mode)
+        rows = score_rows(input_ids, attention_mask, logits_to_keep, self.processing_class, self.args.semantics)
         logps, entropies = completion_logprobs(
             model,
             rows,

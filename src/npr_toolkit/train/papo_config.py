@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig
 
 from ..format import get_profile
-from .config import DeviceFields, check_whole_groups, resolve_device_defaults
+from .config import DeviceFields, SemanticsFields, check_whole_groups, resolve_device_defaults
 
 ATTN_IMPLEMENTATIONS = ("flex_attention", "sdpa", "eager")
 
 
 @dataclass
-class PAPOConfig(DeviceFields, GRPOConfig):
+class PAPOConfig(SemanticsFields, DeviceFields, GRPOConfig):
     learning_rate: float = field(default=1e-7, metadata={"help": "PAPO learning rate (paper: 1e-7)."})
     num_generations: int = field(default=16, metadata={"help": "Samples per prompt (paper: 16)."})
     per_device_train_batch_size: int = field(
@@ -55,7 +55,6 @@ class PAPOConfig(DeviceFields, GRPOConfig):
     max_depth: int = field(default=1, metadata={"help": "Engine: max nesting depth (NPR trains depth 1)."})
     max_branch_tokens: int | None = field(default=None, metadata={"help": "Engine: per-branch token budget."})
     grade_timeout: float = field(default=5.0, metadata={"help": "Seconds per math-verify comparison."})
-    view_mode: str = field(default="canonical", metadata={"help": "Training view for log π (canonical|npr-compat)."})
     attn_implementation: str | None = field(
         default=None,
         metadata={
@@ -81,8 +80,7 @@ class PAPOConfig(DeviceFields, GRPOConfig):
         check_on_policy(self)
         check_whole_groups(self)
         get_profile(self.filter_profile)  # an unknown profile is a ValueError naming the choices
-        if self.view_mode not in ("canonical", "npr-compat"):
-            raise ValueError(f"view_mode {self.view_mode!r}: choose canonical or npr-compat")
+        self.resolve_semantics(None)  # unset: the checkpoint's, once the policy is loaded (rl.run_rl)
         if self.loss_type == "cispo" and (self.epsilon_high or 0) < 1:
             raise ValueError("loss_type cispo needs epsilon_high >= 1, or the gradient is scaled down")
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:

@@ -10,6 +10,7 @@ the CLI summarises). A run that took no optimizer step is an input error and sav
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,9 +19,12 @@ from typing import Any
 from ..data.io import InputError
 from ..data.problems import read_problems
 from ..data.prompts import load_template, user_message
+from ..view.semantics import read_semantics, record_semantics
 from .config import load_config
 from .loading import load_pretrained
 from .progress import show_progress
+
+logger = logging.getLogger(__name__)
 
 
 def problem_dataset(problems: list, template: str):
@@ -84,6 +88,12 @@ def run_rl(
     check_fills_a_step(cfg, len(dataset), str(problems))
     attn = getattr(cfg, "attn_implementation", None) or "sdpa"
     policy, tokenizer = load_pretrained(model, dtype=torch.float32, attn_implementation=attn)
+    checkpoint, _ = read_semantics(policy.config)
+    if cfg.semantics is None:
+        cfg.semantics = checkpoint  # decode and score the model as it was trained
+    elif cfg.recorded_semantics != checkpoint:
+        logger.warning("%s was trained %s; this run trains %s and records it", model, checkpoint, cfg.semantics)
+    record_semantics(policy.config, cfg.recorded_semantics)  # every checkpoint this run writes carries it
     trainer = build_trainer(model=policy, args=cfg, train_dataset=dataset, processing_class=tokenizer)
     show_progress(trainer)  # a bar with loss and reward instead of raw log dicts
     trainer.train()

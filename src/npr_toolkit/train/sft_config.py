@@ -20,41 +20,23 @@ keyword overrides (CLI flags win).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trl import SFTConfig
 
-from ..view import MODES
-from ..view.semantics import Semantics
-from .config import DeviceFields, load_config, resolve_device_defaults
+from .config import DeviceFields, SemanticsFields, load_config, resolve_device_defaults
 
-logger = logging.getLogger(__name__)
 ATTN_IMPLEMENTATIONS = ("flex_attention", "sdpa", "eager")
 MODEL_DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
 @dataclass
-class NPRSFTConfig(DeviceFields, SFTConfig):
+class NPRSFTConfig(SemanticsFields, DeviceFields, SFTConfig):
     """``SFTConfig`` for NPR-Beta: the parallel training view on TRL's ``SFTTrainer``."""
 
     # --- NPR fields
-    semantics: str | None = field(
-        default=None,
-        metadata={
-            "help": "What the model learns to compute, so which engines decode it exactly: 'canonical' (a join "
-            "splices the branches' KV: the torch engine and `npr serve`), 'reprefill' (a join re-reads the "
-            "branches as a stock SGLang/vLLM server does: exact there and on the torch engine; training reads the "
-            "re-read tokens too) or 'npr-compat' (the official NPR-Beta code's masks and positions, to continue "
-            "from released NPR checkpoints; recorded as canonical). Recorded in the checkpoint. Unset: canonical."
-        },
-    )
-    view_mode: str | None = field(
-        default=None,
-        metadata={"help": "Former name of `semantics` (canonical or npr-compat), still read by old configs."},
-    )
     attn_implementation: str | None = field(
         default=None,
         metadata={
@@ -108,7 +90,7 @@ class NPRSFTConfig(DeviceFields, SFTConfig):
         if self.attn_implementation is None:
             self.attn_implementation = "flex_attention" if gpu else "sdpa"
         super().__post_init__()
-        self._resolve_semantics()
+        self.resolve_semantics("canonical")
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
             raise ValueError(
                 f"attn_implementation {self.attn_implementation!r}: choose one of {', '.join(ATTN_IMPLEMENTATIONS)}"
@@ -129,27 +111,6 @@ class NPRSFTConfig(DeviceFields, SFTConfig):
             raise ValueError(
                 "loss_type must be 'nll' and assistant_only_loss False: the view's labels are the loss mask"
             )
-
-    def _resolve_semantics(self) -> None:
-        """Fold the former ``view_mode`` into ``semantics`` (once: ``dataclasses.replace`` sees None)."""
-        if self.view_mode is not None:
-            if self.view_mode not in ("canonical", "npr-compat"):
-                raise ValueError(f"view_mode {self.view_mode!r}: choose canonical or npr-compat (or set semantics)")
-            if self.semantics not in (None, self.view_mode):
-                raise ValueError(
-                    f"view_mode {self.view_mode!r} and semantics {self.semantics!r} disagree: set semantics only"
-                )
-            logger.warning("view_mode is the former name of semantics: write semantics: %s", self.view_mode)
-            self.semantics, self.view_mode = self.view_mode, None
-        if self.semantics is None:
-            self.semantics = "canonical"
-        if self.semantics not in MODES:
-            raise ValueError(f"semantics {self.semantics!r}: choose one of {', '.join(MODES)}")
-
-    @property
-    def recorded_semantics(self) -> Semantics:
-        """What the checkpoint records: npr-compat approximates canonical, so it is recorded as canonical."""
-        return "reprefill" if self.semantics == "reprefill" else "canonical"
 
 
 def load_sft_config(path: str | Path | None = None, **overrides: Any) -> NPRSFTConfig:

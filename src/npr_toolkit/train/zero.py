@@ -19,12 +19,12 @@ from typing import Any
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
-from .config import DeviceFields, check_whole_groups, resolve_device_defaults
+from .config import DeviceFields, SemanticsFields, check_whole_groups, resolve_device_defaults
 from .rl import run_rl
 
 
 @dataclass
-class ZeroConfig(DeviceFields, GRPOConfig):
+class ZeroConfig(SemanticsFields, DeviceFields, GRPOConfig):
     loss_type: str = field(default="dapo", metadata={"help": "DAPO: token-level policy-gradient loss."})
     epsilon: float = field(default=0.2, metadata={"help": "Lower clip (DAPO)."})
     epsilon_high: float = field(default=0.28, metadata={"help": "Clip-higher (DAPO)."})
@@ -54,6 +54,9 @@ class ZeroConfig(DeviceFields, GRPOConfig):
     def __post_init__(self) -> None:
         resolve_device_defaults(self)
         super().__post_init__()
+        self.resolve_semantics(
+            None
+        )  # unset: the checkpoint's (Zero samples plain text; the record is for later stages)
         if self.dynamic_sampling:
             check_whole_groups(self)  # groups are dropped whole on each process
             if self.scale_rewards == "batch":
