@@ -79,7 +79,7 @@ def test_sglang_backend_refuses_canonical_checkpoints_unless_asked(checkpoints, 
         assert "\n" not in message
         assert f"{checkpoints[name]} was trained with canonical semantics" in message
         assert "the sglang engine decodes only reprefill exactly" in message
-        assert "torch engine" in message and "allow_approximate=True" in message
+        assert "torch engine" in message and "--allow-approximate" in message
         with pytest.raises(SGLangError, match="cannot reach"):
             load_engine(checkpoints[name], backend="sglang", server_url=NOWHERE, allow_approximate=True)
     with pytest.raises(SGLangError, match="cannot reach"):
@@ -93,3 +93,13 @@ def test_cli_reports_the_refusal_in_one_line_with_exit_2(checkpoints) -> None:
     output = " ".join(result.output.split())
     assert "was trained with canonical semantics, but the sglang engine decodes only reprefill exactly" in output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("flag", ["--allow-approximate", "--sequential"])
+def test_cli_accepts_the_approximation_when_asked_or_when_there_is_no_join(checkpoints, flag) -> None:
+    """Past the semantics check (sequential decoding has no join: exact anyway), on to the server."""
+    args = ["generate", "--model", checkpoints["canonical"], "--prompt", "a", "--engine", "sglang", "--server", NOWHERE]
+    result = CliRunner().invoke(app, [*args, flag])
+    assert result.exit_code == 2
+    output = " ".join(result.output.split())
+    assert "cannot reach" in output and "semantics" not in output, output

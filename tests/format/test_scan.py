@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 
 import pytest
-from npr_toolkit.data.corpus import CheckOptions, check_texts
 
+from npr_toolkit.data.corpus import CheckOptions, check_texts
 from npr_toolkit.format import PROFILES, Profile, StructuralFilter, parse, token_length, validate
 from npr_toolkit.format import tags as T
 from npr_toolkit.format.parse import load_parser

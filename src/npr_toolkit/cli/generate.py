@@ -24,7 +24,7 @@ from npr_toolkit.seeds import derive_seed
 
 from .command import usage_message
 from .console import STYLES, console, fail
-from .options import Device, Engine, MaxNewTokens, Model, Seed, Server, Temperature, TopP
+from .options import AllowApproximate, Device, Engine, MaxNewTokens, Model, Seed, Server, Temperature, TopP
 from .progress import Bar
 
 app = typer.Typer(pretty_exceptions_enable=False)
@@ -94,6 +94,7 @@ def generate(
     max_width: Annotated[int, typer.Option("--max-width", help="Most branches per block.")] = 8,
     engine: Engine = "torch",
     server: Server = None,
+    allow_approximate: AllowApproximate = False,
     device: Device = None,
     chat: Annotated[bool, typer.Option("--chat/--raw", help="Wrap each prompt in the chat template.")] = True,
 ) -> None:
@@ -105,8 +106,8 @@ def generate(
 
     if (prompt is None) == (prompts is None):
         fail("give exactly one of --prompt TEXT or --prompts FILE")
-    if server is not None and engine != "sglang":
-        fail("--server needs --engine sglang")
+    if server is not None and engine == "torch":
+        fail("--server needs --engine sglang or openai")
     try:
         params = SamplingParams(
             max_new_tokens=max_new_tokens,
@@ -121,7 +122,9 @@ def generate(
         fail(usage_message(exc))
     try:
         texts = [prompt] if prompt is not None else read_prompts(prompts)  # type: ignore[arg-type]
-        backend = load_engine(model, backend=engine, server_url=server, device=device)
+        # Plain left-to-right decoding has no join: exact in every semantics, on every engine.
+        exact_anyway = allow_approximate or sequential
+        backend = load_engine(model, backend=engine, server_url=server, device=device, allow_approximate=exact_anyway)
         inputs = [backend.format_chat([{"role": "user", "content": t}]) if chat else t for t in texts]
         per_call = max(1, SAMPLES_PER_CALL // n)
         with Bar("generate", "prompts") as bar:

@@ -20,11 +20,25 @@ OutputFormat = Annotated[
 ]
 Model = Annotated[str, typer.Option("--model", help="Model folder or hub id (its tokenizer too).")]
 Engine = Annotated[
-    Literal["torch", "sglang"],
-    typer.Option("--engine", help="Decoding backend: torch (exact, in this process) or sglang (a server)."),
+    Literal["torch", "sglang", "openai"],
+    typer.Option(
+        "--engine",
+        help="Decoding backend: torch (in this process, exact for every checkpoint), sglang (an SGLang server's "
+        "/generate) or openai (an OpenAI-compatible server's /v1/completions, e.g. vLLM); the servers re-read the "
+        "branches at a join, exact for checkpoints trained with the reprefill semantics.",
+    ),
 ]
 Server = Annotated[
-    str | None, typer.Option("--server", help="With --engine sglang: URL of an SGLang server or of `npr serve`.")
+    str | None,
+    typer.Option("--server", help="With --engine sglang or openai: the server's URL (SGLang, vLLM or `npr serve`)."),
+]
+AllowApproximate = Annotated[
+    bool,
+    typer.Option(
+        "--allow-approximate",
+        help="Decode a checkpoint with an engine that is not exact for its semantics (a canonical checkpoint on a "
+        "server: its joins are re-read, an approximation; bench/RESULTS.md measures it).",
+    ),
 ]
 Device = Annotated[str | None, typer.Option("--device", help="torch device (default: cuda if available, else cpu).")]
 MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", help="Token budget of a sample's critical path.")]
@@ -48,6 +62,7 @@ SHARED: dict[str, Any] = {  # config field name -> its shared option
     "model": Model,
     "engine": Engine,
     "server": Server,
+    "allow_approximate": AllowApproximate,
     "device": Device,
     "max_new_tokens": MaxNewTokens,
     "temperature": Temperature,

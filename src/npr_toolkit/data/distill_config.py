@@ -41,7 +41,7 @@ class DistillConfig(BaseModel):
     seed: int = Field(0, description="With --model: sampling seed (each problem and round derives its own).")
     prompt_file: Path | None = Field(None, description="With --model: prompt template with {problem}.")
     save_to_disk: Path | None = Field(None, description="Also save the corpus as a `datasets` folder here.")
-    engine: Literal["torch", "sglang"] = "torch"
+    engine: Literal["torch", "sglang", "openai"] = "torch"
     server: str | None = None
     device: str | None = None
     max_new_tokens: int = Field(1024, ge=1)

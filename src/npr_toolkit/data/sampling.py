@@ -77,7 +77,14 @@ def load_sampler(config: DistillConfig, template: str) -> Sampler:
     """Load the engine for ``config.model`` (heavy: torch and the model) and wrap it."""
     from npr_toolkit.engine import load_engine
 
-    engine = load_engine(config.model or "", backend=config.engine, server_url=config.server, device=config.device)
+    # Distillation samples plain left-to-right (``parallel=False``): no join, so every engine is exact.
+    engine = load_engine(
+        config.model or "",
+        backend=config.engine,
+        server_url=config.server,
+        device=config.device,
+        allow_approximate=True,
+    )
     return Sampler(
         engine,
         template,
