@@ -1,10 +1,8 @@
 """The OpenAI-compatible backend (engine/openai_engine.py) against a real ``npr serve`` on 127.0.0.1.
 
 Fork = one ``/v1/completions`` request per branch, join = a request on the concatenated ids: the
-re-prefill semantics (DESIGN §3b). Its log-probabilities are checked against an independent
-brute-force recomputation of §3b: every sampled token scored by one causal forward over exactly the
-request that sampled it (the text so far for the trunk; the text up to ``</guideline>`` plus the
-branch so far for a branch), at contiguous positions.
+re-prefill semantics (docs/design.md §3b). Its log-probabilities are checked against both
+recomputations of §3b in ``references.py``: each request run alone, and the reprefill training view.
 """
 
 from __future__ import annotations
@@ -12,16 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import torch
 
 from npr_toolkit.engine import Generation, SamplingParams, TorchEngine, load_engine
 from npr_toolkit.engine.http_client import ServerError
 from npr_toolkit.engine.openai_engine import OpenAIEngine
 from npr_toolkit.format import parse
 from npr_toolkit.serve import ServeConfig, Server
-from npr_toolkit.view import tag_vocab
 
 from .format_model import format_model, record_reprefill
+from .references import REFERENCES
 
 TOL = 1e-4
 QUESTIONS = ("Compute: (1+2)+(3+4)", "x", "what is 3*4?")
@@ -64,36 +61,6 @@ def parallel(engine, prompts) -> list[Generation]:
     return engine.generate(prompts, SamplingParams(max_new_tokens=160, seed=1, n=3))
 
 
-def reprefill_logprobs(model, tokenizer, gen: Generation) -> list[float | None]:
-    """§3b by brute force (depth 1): each sampled token under one causal forward of its own request."""
-    v = tag_vocab(tokenizer)
-    prompt, ids = gen.prompt_ids, gen.completion_ids
-
-    def scores(context: list[int]) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.log_softmax(model(torch.tensor([context])).logits[0].float(), -1)  # (L, V)
-
-    trunk = scores(prompt + ids)
-    out: list[float | None] = []
-    fork = start = None
-    in_step = False
-    for j, token in enumerate(ids):
-        if gen.logprobs[j] is None:
-            out.append(None)
-        elif in_step:  # a branch request: the text up to </guideline>, then this branch so far
-            context = prompt + ids[: fork + 1] + ids[start:j]
-            out.append(float(scores(context)[-1, token]))
-        else:  # a trunk request: everything before it, branches concatenated (the re-prefill)
-            out.append(float(trunk[len(prompt) + j - 1, token]))
-        if token == v.guideline_close:
-            fork, start = j, j + 1
-        elif token == v.step_open:
-            in_step = True
-        elif token == v.step_close:
-            in_step, start = False, j + 1
-    return out
-
-
 def test_fork_join_generations_are_well_formed(parallel) -> None:
     assert len(parallel) == len(QUESTIONS) * 3
     assert any(max(g.stats.widths, default=0) >= 2 for g in parallel), "no sample forked into several branches"
@@ -106,12 +73,14 @@ def test_fork_join_generations_are_well_formed(parallel) -> None:
         assert gen.inserted == [lp is None for lp in gen.logprobs]
 
 
-def test_logprobs_equal_the_reprefill_recomputation(parallel, model, toy_tokenizer) -> None:
-    """Exact everywhere, joins included: the server computes what §3b says, request by request."""
+@pytest.mark.parametrize("reference", list(REFERENCES))
+def test_logprobs_equal_the_reprefill_recomputation(parallel, model, toy_tokenizer, reference) -> None:
+    """Exact everywhere, joins included: the server computes what §3b says, request by request, and what
+    the reprefill training view recomputes."""
     worst = 0.0
     joined = 0
     for gen in parallel:
-        for mine, ref in zip(gen.logprobs, reprefill_logprobs(model, toy_tokenizer, gen), strict=True):
+        for mine, ref in zip(gen.logprobs, REFERENCES[reference](model, toy_tokenizer, gen), strict=True):
             assert (mine is None) == (ref is None)
             if mine is not None:
                 worst = max(worst, abs(mine - ref))
