@@ -118,37 +118,11 @@ def run(
 
 
 def _print_summary(summary: EvalSummary) -> None:
-    from rich.table import Table
+    from npr_toolkit.eval.tables import speedup_lines, summary_table
 
-    from npr_toolkit.eval.report import pct, times
-
-    table = Table(title=f"{summary.benchmark.name}: {summary.benchmark.problems} problems")
-    table.add_column("metric")
-    for mode in summary.metrics:
-        table.add_column(mode, justify="right")
-    ms = list(summary.metrics.values())
-    k = ms[0].k
-    rows = [
-        (f"avg@{k} (%)", [pct(m.avg_at_k) for m in ms]),
-        (f"pass@{k} (%)", [pct(m.pass_at_k) for m in ms]),
-        (f"maj@{k} (%)", [pct(m.maj_at_k) for m in ms]),
-        *((f"valid {p} (%)", [pct(m.format_valid[p]) for m in ms]) for p in ms[0].format_valid),
-        ("parallel rate (%)", [pct(m.parallel_trigger_rate) for m in ms]),
-        ("mean width / depth", [f"{m.mean_width:.2f} / {m.mean_depth:.2f}" for m in ms]),
-        ("tokens / critical path", [f"{m.mean_total_tokens:.1f} / {m.mean_critical_path_tokens:.1f}" for m in ms]),
-        ("ideal speed-up", [times(m.ideal_speedup) for m in ms]),
-        ("wall time (s) / tokens/s", [f"{m.wall_time:.2f} / {m.tokens_per_second:.1f}" for m in ms]),
-    ]
-    for name, values in rows:
-        table.add_row(name, *values)
-    console.print(table)
-    if summary.speedup is not None:
-        s = summary.speedup
-        baseline = next(m for m in summary.metrics if m != "parallel")
-        console.print(
-            f"measured speed-up over {baseline}: wall {times(s.wall_time)}, tokens/s {times(s.tokens_per_second)} "
-            f"(ideal {times(s.ideal)})"
-        )
+    console.print(summary_table(summary))
+    for line in speedup_lines(summary):
+        console.print(line)
     console.print(f"{summary.generated} samples decoded, {summary.resumed} resumed")
     for key, path in summary.outputs.items():
         console.print(f"{key}: {path}")
@@ -171,12 +145,6 @@ def compare(
     if output_format == "json":
         print_json(comparison.model_dump(mode="json"))
         return
-    from rich.table import Table
+    from npr_toolkit.eval.tables import comparison_table
 
-    table = Table()
-    table.add_column("metric")
-    for column in comparison.columns:
-        table.add_column(column, justify="right")
-    for row in comparison.rows:
-        table.add_row(row.metric, *row.values)
-    console.print(table)
+    console.print(comparison_table(comparison))

@@ -225,22 +225,49 @@ class ResumableJsonl:
 
     ``done()`` returns the records already written (a torn last line is cut off on open);
     ``append()`` writes one record and fsyncs, so a restarted job can skip finished work.
+
+    Raises:
+        InputError: a complete line is not a JSON object (the file was changed by something else).
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._records: list[dict[str, Any]] = []
+        self._lines: list[int] = []  # 1-based line of each record
+        self._line_count = 0
         if self.path.exists():
             raw = self.path.read_bytes()
             keep = raw[: raw.rfind(b"\n") + 1]  # everything up to the last complete line
+            lines = keep.split(b"\n")[:-1]  # not splitlines(): U+2028 and the like may sit inside a record
+            for number, line in enumerate(lines, 1):
+                if line.strip():
+                    self._records.append(self._parse(number, line))
+                    self._lines.append(number)
+            self._line_count = len(lines)
             if len(keep) != len(raw):
                 self.path.write_bytes(keep)
-            self._records = [json.loads(line) for line in keep.decode("utf-8").splitlines() if line.strip()]
         self._handle = self.path.open("a", encoding="utf-8")
+
+    def _parse(self, number: int, line: bytes) -> dict[str, Any]:
+        try:
+            value = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            problem = "not UTF-8"
+        except json.JSONDecodeError as exc:
+            problem = f"invalid JSON: {exc.msg}"
+        else:
+            if isinstance(value, dict):
+                return value
+            problem = f"expected an object, got {type(value).__name__}"
+        raise InputError(f"{self.path}:{number}: {problem}; remove that line to redo its work, or start afresh")
 
     def done(self) -> list[dict[str, Any]]:
         return list(self._records)
+
+    def done_with_lines(self) -> list[tuple[int, dict[str, Any]]]:
+        """``done()`` with each record's 1-based line in the file, for errors that name file:line."""
+        return list(zip(self._lines, self._records, strict=True))
 
     def append(self, record: dict[str, Any] | BaseModel) -> None:
         line = _dumps(record)
@@ -248,6 +275,8 @@ class ResumableJsonl:
         self._handle.flush()
         os.fsync(self._handle.fileno())
         self._records.append(json.loads(line))
+        self._line_count += 1
+        self._lines.append(self._line_count)
 
     def close(self) -> None:
         self._handle.close()
