@@ -8,7 +8,7 @@ import pytest
 
 from npr_toolkit.data.io import InputError
 from npr_toolkit.eval.compare import compare_runs
-from npr_toolkit.eval.report import PLOT_FILES, load_results, render_report, write_outputs
+from npr_toolkit.eval.report import PLOT_FILES, load_results, plot_tokens, render_report, token_points, write_outputs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -105,3 +105,20 @@ def test_plots_name_the_benchmark_and_the_model(make_results):
 
     assert plot_title(make_results(name="aime25", model="runs/papo/")) == "aime25 · papo"
     assert plot_title(make_results(name="aime25", model="Qwen/Qwen3-4B")) == "aime25 · Qwen3-4B"
+
+
+def test_tokens_plot_counts_every_sample_at_shared_points(tmp_path, make_results, record):
+    # 51 correct samples on 8 points (short answers of one task), 13 wrong ones on 13 points.
+    points = [(60, 35), (62, 36), (75, 35), (77, 37), (90, 36), (58, 34), (61, 35), (88, 35)]
+    samples = [
+        record(i // 2, i % 2, "correct", total_tokens=points[i % 8][0], critical_path_tokens=points[i % 8][1])
+        for i in range(51)
+    ]
+    samples += [record(26 + i, 0, "wrong", total_tokens=40 + 5 * i, critical_path_tokens=30 + i) for i in range(13)]
+    results = make_results(with_baseline=False).model_copy(update={"samples": samples})
+    counted = token_points(results)
+    assert sum(n for (_, _, correct), n in counted.items() if correct) == 51
+    assert len([key for key in counted if key[2]]) == 8 and max(counted.values()) == 7
+    assert sum(counted.values()) == 64
+    plot_tokens(results, tmp_path / "tokens.png")
+    assert (tmp_path / "tokens.png").read_bytes().startswith(PNG_MAGIC)

@@ -293,47 +293,51 @@ def token_points(results: Results) -> Counter[tuple[int, int, bool]]:
 
 
 def plot_tokens(results: Results, path: Path) -> None:
-    """Total vs critical-path tokens per parallel sample, correct and not correct side by side.
+    """Total vs critical-path tokens of the parallel samples: hexagonal bins, correct and not side by side.
 
-    Samples often share a point (short answers of one task), so each point is drawn once with an area
-    proportional to its number of samples and, when the plot has few points, labelled with it: no
-    sample hides under another. Axes fit the data; the gap under the diagonal is the ideal saving.
+    Samples of one task often share a point or land a token apart, so a scatter hides most of them;
+    each hexagon here is coloured and labelled with the number of samples in it, so every sample is
+    counted where it lies. The gap under the diagonal is the ideal saving.
     """
     from matplotlib.figure import Figure
 
     points = token_points(results)
-    label_counts = len(points) <= 40
     xs = [x for x, _, _ in points] or [0, 1]
     ys = [y for _, y, _ in points] or [0, 1]
-    fig = Figure(figsize=(8.4, 4.2))
+    pad_x, pad_y = max(2.0, (max(xs) - min(xs)) * 0.06), max(2.0, (max(ys) - min(ys)) * 0.06)
+    extent = (min(xs) - pad_x, max(xs) + pad_x, min(ys) - pad_y, max(ys) + pad_y)
+    fig = Figure(figsize=(9.0, 4.4))
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
-    panels = ((True, "tab:green", "correct"), (False, "tab:red", "not correct"))
-    for ax, (correct, colour, name) in zip(axes, panels, strict=True):
-        mine = [(x, y, n) for (x, y, c), n in sorted(points.items()) if c == correct]
-        ax.scatter(
-            [x for x, _, _ in mine],
-            [y for _, y, _ in mine],
-            s=[25 * n for _, _, n in mine],
-            alpha=0.45,
-            color=colour,
-            edgecolors="black",
-            linewidths=0.6,
-        )
-        if label_counts:
-            for x, y, n in mine:
-                if n > 1:
-                    ax.annotate(str(n), (x, y), fontsize=7, ha="center", va="center")
-        top = max(xs + ys)
+    panels = ((True, "Greens", "correct"), (False, "Reds", "not correct"))
+    for ax, (correct, colours, name) in zip(axes, panels, strict=True):
+        mine = [(x, y, n) for (x, y, c), n in points.items() if c == correct]
+        if mine:
+            bins = ax.hexbin(
+                [x for x, _, _ in mine],
+                [y for _, y, _ in mine],
+                C=[n for _, _, n in mine],
+                reduce_C_function=sum,
+                gridsize=18,
+                extent=extent,
+                mincnt=1,
+                cmap=colours,
+                vmin=0,
+                edgecolors="grey",
+                linewidths=0.3,
+            )
+            counts = bins.get_array()
+            for (x, y), count in zip(bins.get_offsets(), counts, strict=True):
+                ink = "white" if count > counts.max() / 2 else "black"  # readable on dark and light hexagons
+                ax.annotate(f"{count:.0f}", (x, y), fontsize=6.5, ha="center", va="center", color=ink)
+        top = max(extent)
         ax.plot([0, top], [0, top], ":", color="grey", label="no parallelism (critical path = total)")
-        ax.set_title(f"{name}: {sum(n for *_, n in mine)} samples at {len(mine)} points", fontsize=9)
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
+        ax.set_title(f"{name}: {sum(n for *_, n in mine)} samples", fontsize=9)
         ax.set_xlabel("total tokens")
         ax.legend(fontsize=7, loc="upper left")
-    pad_x, pad_y = max(2, (max(xs) - min(xs)) * 0.08), max(2, (max(ys) - min(ys)) * 0.08)
-    axes[0].set_xlim(min(xs) - pad_x, max(xs) + pad_x)
-    axes[0].set_ylim(min(ys) - pad_y, max(max(ys) + pad_y, min(xs)))
     axes[0].set_ylabel("critical-path tokens")
-    counts = "area and label: samples at a point" if label_counts else "area: samples at a point"
-    fig.suptitle(f"{plot_title(results)}: tokens vs critical path, parallel decoding ({counts})", fontsize=10)
+    fig.suptitle(f"{plot_title(results)}: tokens vs critical path, parallel samples per hexagon", fontsize=10)
     _save(fig, path)
 
 

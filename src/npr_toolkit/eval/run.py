@@ -3,13 +3,16 @@
 Every (problem, sample) gets a seed derived from (``--seed``, problem id, sample index), so a
 sample's text does not depend on k, --limit, the batch it shares or what ran before it. Samples are
 decoded ``--batch-size`` at a time (1, the default, times each sample alone: latency, as the paper's
-Table 3). A baseline decodes the same prompts with the same seeds, interleaved batch by batch with
-the parallel run so both see the same machine conditions: ``serial`` decodes the same tree with the
-branches one after another (same tokens and semantics: the fair baseline of DESIGN §3),
-``sequential`` decodes plain autoregressively (what a model not trained on the view uses). Each finished sample
-is graded (math-verify on the last ``\\boxed{}``), validated under every format profile, and appended
-to ``OUT/samples.jsonl``; a killed run restarts where it stopped. The settings that change what is
+Table 3); each record keeps its latency and its share of its call's wall time, so the metrics give the
+real elapsed time and throughput at any batch size, not a sum of overlapping latencies. A baseline
+decodes the same prompts with the same seeds, interleaved batch by batch with the parallel run so both
+see the same machine conditions: ``serial`` decodes the same tree with the branches one after another
+(same tokens and semantics: the fair baseline of DESIGN §3), ``sequential`` decodes plain
+autoregressively (what a model not trained on the view uses). Each finished sample is graded
+(math-verify on the last ``\\boxed{}``), validated under every format profile, and appended to
+``OUT/samples.jsonl``; a killed run restarts where it stopped. The settings that change what is
 sampled are pinned in ``OUT/settings.json``: resuming with different ones is refused, not mixed.
+At the end the answers of each problem are clustered by math equivalence for maj@k (``voting.py``).
 """
 
 from __future__ import annotations
@@ -280,7 +283,7 @@ def _generate(
 
     from npr_toolkit.engine import SamplingParams, load_engine
 
-    with _quiet_libraries():
+    with quiet_libraries():
         try:
             engine = load_engine(config.model, backend=config.engine, server_url=config.server, device=config.device)
         except OSError as exc:  # transformers reports a missing or unreachable model as OSError
@@ -305,7 +308,7 @@ def _generate(
             prompts[problem.id] = engine.format_chat(user_message(problem.problem, template))
     records: list[SampleRecord] = []
     bar = tqdm(total=len(tasks), desc=f"eval {config.bench}", unit="sample", disable=not config.progress)
-    with _quiet_libraries(), bar:
+    with quiet_libraries(), bar:
         # One short decode per mode first, so one-time costs (kernels, caches) are not billed to sample 1.
         first = next(iter(prompts.values()))
         for mode in dict.fromkeys(task[3] for task in tasks):
@@ -334,7 +337,7 @@ def _generate(
 
 
 @contextlib.contextmanager
-def _quiet_libraries() -> Iterator[None]:
+def quiet_libraries() -> Iterator[None]:
     """Keep model-loading bars and library warnings (deprecations, generation hints) out of eval's output.
 
     Errors still raise; only transformers' info/warning logs, its progress bars and Python warnings
