@@ -46,39 +46,9 @@ def demo(
     if output_format == "json":
         print_json(result.model_dump(mode="json"))
         return
-    from rich import box
-    from rich.table import Table
+    from npr_toolkit.demo import LEGEND, demo_table
 
-    def pct(value: float | None) -> str:
-        return "" if value is None else f"{100 * value:.1f}%"
-
-    def times(value: float | None) -> str:
-        return "" if value is None else f"{value:.2f}x"
-
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-        title=f"npr demo ({'quick' if quick else 'full'}): {out}",
-    )
-    for column in ("stage", "accuracy", "valid", "parallel", "ideal", "measured", "kept", "time"):
-        table.add_column(column, justify="left" if column == "stage" else "right", no_wrap=True)
-    for row in result.rows:
-        table.add_row(
-            row.stage,
-            pct(row.accuracy),
-            pct(row.format_valid),
-            pct(row.parallel_rate),
-            times(row.ideal_speedup),
-            times(row.measured_speedup),
-            pct(row.acceptance),
-            f"{row.seconds:.0f}s",
-        )
-    console.print(table)
-    console.print(
-        "accuracy: held-out avg@k at temperature 1 (NPR-Zero: its samples); valid: strict format profile; "
-        "parallel: samples with a block of width >= 2; ideal/measured: speed-up of the parallel engine over "
-        "the same trees decoded branch after branch; kept: distill acceptance."
-    )
+    console.print(demo_table(result))
+    console.print(LEGEND)
     for name, path in result.paths.items():
         console.print(f"{name}: {path}")
