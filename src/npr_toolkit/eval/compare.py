@@ -46,8 +46,8 @@ class _Metric(NamedTuple):
     show_difference: _Format | None = None
 
 
-def _decimals(places: int, suffix: str = "") -> tuple[_Format, _Format]:
-    return (lambda v: f"{v:.{places}f}{suffix}"), (lambda v: f"{v:+.{places}f}{suffix}")
+def _decimals(places: int) -> tuple[_Format, _Format]:
+    return (lambda v: f"{v:.{places}f}"), (lambda v: f"{v:+.{places}f}")
 
 
 PERCENT: tuple[_Format, _Format] = (pct, lambda v: f"{100 * v:+.1f}")
@@ -80,7 +80,7 @@ def _metrics() -> list[_Metric]:
         _Metric("elapsed (s)", lambda r, m: m.elapsed, *_decimals(2)),
         _Metric("tokens/s", lambda r, m: m.tokens_per_second, *_decimals(1)),
         _Metric("latency (s, mean)", lambda r, m: m.mean_latency, *_decimals(3)),
-        _Metric("measured speed-up (steps)", _speedup("steps"), *RATIO),
+        _Metric("decode-step ratio", _speedup("steps"), *RATIO),
         _Metric("measured speed-up (elapsed)", _speedup("elapsed"), *RATIO),
         _Metric("measured speed-up (latency)", _speedup("latency"), *RATIO),
     ]
