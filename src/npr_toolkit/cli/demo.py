@@ -16,7 +16,7 @@ def demo(
     ] = Path("demo-out"),
     quick: Annotated[
         bool,
-        typer.Option("--quick", help="Smaller stages: ~9 min instead of ~22 min (both measured on a busy 2-core VM)."),
+        typer.Option("--quick", help="Smaller stages: ~9 min instead of 11-22 min (measured on a busy 2-core VM)."),
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every stage.")] = 0,
     output_format: Annotated[str, typer.Option("--format", help="Output: text or json.")] = "text",
