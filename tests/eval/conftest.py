@@ -14,6 +14,7 @@ INVALID = {"strict": False, "lenient": True, "npr-compat": False}
 
 
 def _record(problem: int, sample: int, grade: str = "correct", **fields) -> SampleRecord:
+    """A record whose vote cluster follows its grade (0 correct, 1 the one wrong answer "5") unless given."""
     base = {
         "problem_id": f"p{problem}",
         "problem_index": problem,
@@ -27,9 +28,15 @@ def _record(problem: int, sample: int, grade: str = "correct", **fields) -> Samp
         "depth": 1,
         "total_tokens": 100,
         "critical_path_tokens": 60,
-        "wall_time": 1.0,
+        "steps": 60,
+        "latency": 1.0,
+        "elapsed_share": 1.0,
     }
-    return SampleRecord(**(base | fields))
+    data = base | fields
+    if "vote" not in fields:
+        answered = data["predicted"] is not None and data["predicted"].strip()
+        data["vote"] = None if not answered else 0 if grade == "correct" else 1
+    return SampleRecord(**data)
 
 
 def _make_results(name: str = "toy", with_baseline: bool = True, model: str = "m") -> Results:
@@ -51,7 +58,9 @@ def _make_results(name: str = "toy", with_baseline: bool = True, model: str = "m
                 depth=1,
                 total_tokens=100,
                 critical_path_tokens=100,
-                wall_time=2.0,
+                steps=100,
+                latency=2.0,
+                elapsed_share=2.0,
             )
             for p in range(2)
             for s in range(2)
@@ -69,6 +78,7 @@ def _make_results(name: str = "toy", with_baseline: bool = True, model: str = "m
         "top_p": 1.0,
         "max_new_tokens": 64,
         "seed": 0,
+        "batch_size": 1,
     }
     return Results(
         settings=settings,

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 
 from npr_toolkit.data.grading import Grader
 from npr_toolkit.data.io import InputError
+from npr_toolkit.data.prompts import load_template
 from npr_toolkit.eval.benchmarks import BenchmarkError
-from npr_toolkit.eval.run import JOURNAL_FILE, SETTINGS_FILE, EvalConfig, assess, run_eval, sample_seed
+from npr_toolkit.eval.run import (
+    JOURNAL_FILE,
+    JOURNAL_VERSION,
+    PINNED_SETTINGS,
+    SETTINGS_FILE,
+    EvalConfig,
+    assess,
+    run_eval,
+    sample_seed,
+)
 
 BLOCK = (
     "<guideline>\n<plan>1: add</plan>\n<plan>2: multiply</plan>\n</guideline>\n"
@@ -37,6 +48,10 @@ def grader():
         ("\\boxed{\\text{Evelyn}}", "\\text{Evelyn}", "correct", "\\text{Evelyn}"),
         ("\\boxed{(3, \\pi/2)}", "\\left( 3, \\frac{\\pi}{2} \\right)", "correct", "(3, \\pi/2)"),
         ("\\boxed{x^{2}+1}", "1+x^2", "correct", "x^{2}+1"),
+        ("\\boxed{Mr. Smith}", "mr. smith", "wrong", "Mr. Smith"),  # text answers keep their case
+        ("\\boxed{Mr.  Smith}", "Mr. Smith", "correct", "Mr.  Smith"),
+        # math-verify's own parser lowercases every symbol (documented in data/grading.py and README):
+        ("\\boxed{X^2+1}", "x^2+1", "correct", "X^2+1"),
     ],
 )
 def test_grading_edge_cases_through_the_eval_path(grader, text, gold, status, predicted):
@@ -101,3 +116,41 @@ def test_resuming_with_other_sampling_settings_is_refused(tmp_path, record):
     with pytest.raises(InputError, match="different settings") as info:
         run_eval(EvalConfig(bench=str(bench), model="m", out=out, temperature=1.0))
     assert "temperature" in str(info.value) and "another --out" in str(info.value)
+
+
+def started_run(tmp_path, journal: str) -> EvalConfig:
+    """An output folder as an interrupted run leaves it: its pinned settings and this journal text."""
+    config = EvalConfig(bench=str(bench_file(tmp_path)), model="m", out=tmp_path / "out")
+    config.out.mkdir()
+    pinned = {key: getattr(config, key) for key in PINNED_SETTINGS}
+    pinned |= {"prompt_sha256": hashlib.sha256(load_template(None).encode()).hexdigest()}
+    pinned |= {"journal_version": JOURNAL_VERSION}
+    (config.out / SETTINGS_FILE).write_text(json.dumps(pinned))
+    (config.out / JOURNAL_FILE).write_text(journal)
+    return config
+
+
+@pytest.mark.parametrize(
+    ("second_line", "message"),
+    [
+        ('{"problem_id": "a", "sampl', "invalid JSON"),
+        ("[1, 2]", "expected an object, got list"),
+        ('{"problem_id": "a", "sample": "first"}', "not an `npr eval` sample (field 'problem_index': field required"),
+    ],
+)
+def test_a_bad_journal_line_is_one_error_naming_file_and_line(tmp_path, record, second_line, message):
+    good = record(0, 0, answer="2", problem_id="a").model_dump_json()
+    config = started_run(tmp_path, f"{good}\n{second_line}\n{good}\n")
+    with pytest.raises(InputError) as info:
+        run_eval(config)
+    assert str(info.value).startswith(f"{config.out / JOURNAL_FILE}:2: ")
+    assert message in str(info.value) and "remove that line" in str(info.value)
+
+
+def test_a_journal_of_another_version_is_not_resumed(tmp_path, record):
+    config = started_run(tmp_path, record(0, 0, answer="2", problem_id="a").model_dump_json() + "\n")
+    settings = json.loads((config.out / SETTINGS_FILE).read_text())
+    del settings["journal_version"]  # written before the timing fields existed
+    (config.out / SETTINGS_FILE).write_text(json.dumps(settings))
+    with pytest.raises(InputError, match=r"different settings \(journal_version\)"):
+        run_eval(config)

@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from npr_toolkit.data.io import check_outputs
-from npr_toolkit.display import percent, times
 from npr_toolkit.eval.run import EvalConfig
 
 from .command import config_options, finish, parse_config, with_options
-from .console import console, print_paths, print_table
+from .console import console, print_paths
 from .options import OutputFormat
 
 if TYPE_CHECKING:
@@ -60,32 +59,11 @@ def run(ctx: typer.Context, output_format: OutputFormat = "text", **options: Any
 
 
 def _print_summary(summary: EvalSummary) -> None:
-    ms = list(summary.metrics.values())
-    k = ms[0].k
+    from npr_toolkit.eval.tables import speedup_lines, summary_table
 
-    def pct(value: float) -> str:
-        return percent(value, sign=False)
-
-    rows = [
-        (f"avg@{k} (%)", *(pct(m.avg_at_k) for m in ms)),
-        (f"pass@{k} (%)", *(pct(m.pass_at_k) for m in ms)),
-        (f"maj@{k} (%)", *(pct(m.maj_at_k) for m in ms)),
-        *((f"valid {p} (%)", *(pct(m.format_valid[p]) for m in ms)) for p in ms[0].format_valid),
-        ("parallel rate (%)", *(pct(m.parallel_trigger_rate) for m in ms)),
-        ("mean width / depth", *(f"{m.mean_width:.2f} / {m.mean_depth:.2f}" for m in ms)),
-        ("tokens / critical path", *(f"{m.mean_total_tokens:.1f} / {m.mean_critical_path_tokens:.1f}" for m in ms)),
-        ("ideal speed-up", *(times(m.ideal_speedup) for m in ms)),
-        ("wall time (s) / tokens/s", *(f"{m.wall_time:.2f} / {m.tokens_per_second:.1f}" for m in ms)),
-    ]
-    title = f"{summary.benchmark.name}: {summary.benchmark.problems} problems"
-    print_table(title, rows, header=("metric", *summary.metrics))
-    if summary.speedup is not None:
-        s = summary.speedup
-        baseline = next(m for m in summary.metrics if m != "parallel")
-        console.print(
-            f"measured speed-up over {baseline}: wall {times(s.wall_time)}, tokens/s {times(s.tokens_per_second)} "
-            f"(ideal {times(s.ideal)})"
-        )
+    console.print(summary_table(summary))
+    for line in speedup_lines(summary):
+        console.print(line)
     console.print(f"{summary.generated} samples decoded, {summary.resumed} resumed")
     print_paths(summary.outputs)
 
@@ -104,4 +82,6 @@ def compare(
 
 
 def _print_comparison(comparison: Comparison) -> None:
-    print_table("", ((row.metric, *row.values) for row in comparison.rows), header=("metric", *comparison.columns))
+    from npr_toolkit.eval.tables import comparison_table
+
+    console.print(comparison_table(comparison))

@@ -54,11 +54,19 @@ def _on_alarm(signum: int, frame: object) -> None:
 
 
 def _normalise(text: str) -> str:
+    """Text-answer form for answers math-verify cannot parse: layout removed, case kept (``Mr. Smith`` is not
+    ``mr. smith``)."""
     text = re.sub(r"\\text\{([^{}]*)\}", r"\1", text)
-    return re.sub(r"[\s$]|\\[,;!]|\\left|\\right", "", text).rstrip(".").lower()
+    return re.sub(r"[\s$]|\\[,;!]|\\left|\\right", "", text).rstrip(".")
 
 
 def _verify(predicted: str, gold: str) -> bool:
+    """math-verify equivalence, then the case-sensitive text fallback.
+
+    math-verify itself is case-insensitive for letters: its LaTeX parser (latex2sympy2_extended's
+    ``ConversionConfig.lowercase_symbols``, on by default and not exposed by ``math_verify.parse``)
+    lowercases every symbol, so ``X^2+1`` equals ``x^2+1`` and ``\\text{Yes}`` equals ``yes``.
+    """
     from math_verify import grader, parse, parser, verify
 
     grader.TIMEOUT_WARNING_SHOWN = parser.TIMEOUT_WARNING_SHOWN = True  # we time out ourselves

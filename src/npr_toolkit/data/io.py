@@ -323,6 +323,9 @@ class ResumableJsonl:
     A torn last line is cut off on open; ``records()`` streams what was written (``done()`` lists
     it), read back from the file, so a journal of any size costs no memory; ``append()`` writes one
     record and fsyncs, so a restarted job can skip finished work.
+
+    Raises:
+        InputError: (while reading) a complete line is not a JSON object: something else changed the file.
     """
 
     def __init__(self, path: str | Path):
@@ -332,15 +335,36 @@ class ResumableJsonl:
             _cut_torn_line(self.path)
         self._handle = self.path.open("a", encoding="utf-8")
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    def records_with_lines(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(1-based line, record) of everything written so far, streamed from the file."""
         self._handle.flush()
-        with self.path.open(encoding="utf-8") as handle:
-            for line in handle:
+        with self.path.open("rb") as handle:  # split at b"\n" only: U+2028 and the like may sit inside a record
+            for number, line in enumerate(handle, 1):
                 if line.strip():
-                    yield json.loads(line)
+                    yield number, self._parse(number, line)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        return (record for _, record in self.records_with_lines())
+
+    def _parse(self, number: int, line: bytes) -> dict[str, Any]:
+        try:
+            value = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            problem = "not UTF-8"
+        except json.JSONDecodeError as exc:
+            problem = f"invalid JSON: {exc.msg}"
+        else:
+            if isinstance(value, dict):
+                return value
+            problem = f"expected an object, got {type(value).__name__}"
+        raise InputError(f"{self.path}:{number}: {problem}; remove that line to redo its work, or start afresh")
 
     def done(self) -> list[dict[str, Any]]:
         return list(self.records())
+
+    def done_with_lines(self) -> list[tuple[int, dict[str, Any]]]:
+        """``done()`` with each record's 1-based line in the file, for errors that name file:line."""
+        return list(self.records_with_lines())
 
     def append(self, record: dict[str, Any] | BaseModel) -> None:
         self._handle.write(_dumps(record) + "\n")

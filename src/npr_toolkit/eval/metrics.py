@@ -1,16 +1,16 @@
 """Evaluation metrics over per-sample records, used by ``npr eval`` (``run.py``) and its reports.
 
-Accuracy: avg@k (the mean correctness of all k samples, the paper's headline number), unbiased pass@k
-(Chen et al., 2021), and majority vote maj@k. Structure: format-valid rate per profile, parallel
-trigger rate (share of samples with a block of width >= 2, the paper's Table 2), mean width and
-depth. Speed: total vs critical-path tokens, ideal speed-up (total / critical path), measured
-wall time and tokens/s, and the measured speed-up of parallel over sequential decoding (Table 3).
+Accuracy: avg@k (the mean correctness of each problem's first k samples, the paper's headline number),
+unbiased pass@k (Chen et al., 2021), and majority vote maj@k over answers clustered by math equivalence
+(``voting.py`` assigns the clusters). Structure: format-valid rate per profile, parallel trigger rate
+(share of samples with a block of width >= 2, the paper's Table 2), mean width and depth. Speed: total
+vs critical-path tokens, ideal speed-up (total / critical path), the real elapsed decoding time, the
+throughput it gives, the mean per-sample latency, and the measured speed-up over a baseline (Table 3).
 Every function here is pure: records in, numbers out, so reports can be rebuilt from results.json.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Literal
@@ -47,8 +47,11 @@ class SampleRecord(BaseModel):
     depth: int = 0
     total_tokens: int = 0
     critical_path_tokens: int = 0
-    steps: int = 0
-    wall_time: float = 0.0  # seconds, measured around the engine call for this sample
+    steps: int = 0  # decoding steps (forward passes) the sample took part in
+    vote: int | None = None  # maj@k cluster (voting.py): 0 = graded correct, n > 0 = n-th other answer
+    batch_size: int = 1  # the run's --batch-size when this sample was decoded
+    latency: float = 0.0  # seconds from the start of its engine call until this sample finished
+    elapsed_share: float = 0.0  # its engine call's wall time / samples in that call (sums to elapsed time)
 
     @property
     def correct(self) -> bool:
@@ -66,7 +69,7 @@ class Metrics(BaseModel):
     problems: int
     samples: int
     k: int  # samples per problem used for @k numbers (the smallest count over problems)
-    avg_at_k: float
+    avg_at_k: float  # over each problem's first k samples
     pass_at: dict[int, float]  # j -> unbiased pass@j, j = 1..k
     maj_at: dict[int, float]  # j -> majority vote over the first j samples
     grades: dict[str, int]
@@ -78,8 +81,11 @@ class Metrics(BaseModel):
     mean_total_tokens: float
     mean_critical_path_tokens: float
     ideal_speedup: float  # sum of total tokens / sum of critical-path tokens
-    wall_time: float  # seconds, summed over samples
-    tokens_per_second: float
+    mean_steps: float  # decoding steps (forward passes) per sample
+    batch_sizes: list[int]  # the --batch-size values the samples were decoded with (one unless resumed)
+    elapsed: float  # seconds the engine calls took, end to end (not a sum of per-sample latencies)
+    tokens_per_second: float  # throughput: all tokens / elapsed
+    mean_latency: float  # seconds from a call's start until a sample finished, averaged over samples
 
     @property
     def pass_at_k(self) -> float:
@@ -94,7 +100,9 @@ class Speedup(BaseModel):
     """Parallel decoding against the baseline mode on the same prompts in the same run."""
 
     ideal: float  # the parallel run's total / critical-path tokens
-    wall_time: float  # baseline wall time / parallel wall time
+    steps: float  # baseline decoding steps / parallel decoding steps (what each run really decoded)
+    elapsed: float  # baseline elapsed time / parallel elapsed time
+    latency: float  # baseline mean latency / parallel mean latency
     tokens_per_second: float  # parallel tokens/s / baseline tokens/s
 
 
@@ -117,26 +125,26 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - fail
 
 
-def _vote_key(record: SampleRecord) -> str | None:
-    """Answers that graded correct are equivalent to the gold one, so they vote together; other
-    answers vote by their text without whitespace (math-verify equivalence between two wrong
-    answers is not worth a sympy call per pair)."""
-    if record.correct:
-        return "\x00correct"
-    if record.predicted is None or not record.predicted.strip():
-        return None
-    return re.sub(r"\s+", "", record.predicted)
-
-
 def majority_correct(records: Sequence[SampleRecord]) -> bool:
-    """Whether the most frequent answer is correct; ties go to the answer seen first; no answer abstains."""
-    keys = [key for key in (_vote_key(r) for r in records) if key is not None]
-    if not keys:
+    """Whether the answer cluster with the most votes is the correct one (cluster 0).
+
+    Each record votes for its ``vote`` cluster (answers equivalent under math-verify share one); a
+    record without an answer abstains. A tie goes to the cluster whose first vote comes earliest in
+    sample order, which the per-sample seeds fix, so the result is deterministic.
+
+    Raises:
+        ValueError: a record has an answer but no cluster (``voting.assign_votes`` was not run).
+    """
+    votes: list[int] = []
+    for record in records:
+        if record.predicted is not None and record.predicted.strip():
+            if record.vote is None:
+                raise ValueError(f"sample {record.sample} of {record.problem_id!r} has an answer but no vote cluster")
+            votes.append(record.vote)
+    if not votes:
         return False
-    counts = Counter(keys)
-    best = max(counts.values())
-    winner = next(key for key in keys if counts[key] == best)
-    return winner == "\x00correct"
+    counts = Counter(votes)  # insertion order = first vote's order, and max() keeps the first maximum
+    return max(counts, key=counts.__getitem__) == 0
 
 
 # --- aggregation -------------------------------------------------------------------------------
@@ -173,13 +181,13 @@ def compute_metrics(records: Sequence[SampleRecord], mode: Mode = "parallel") ->
     widths = [w for r in records for w in r.widths]
     total = sum(r.total_tokens for r in records)
     critical = sum(r.critical_path_tokens for r in records)
-    wall = sum(r.wall_time for r in records)
+    elapsed = sum(r.elapsed_share for r in records)
     return Metrics(
         mode=mode,
         problems=len(groups),
         samples=len(records),
         k=k,
-        avg_at_k=_mean([_mean([float(r.correct) for r in g]) for g in per_problem]),
+        avg_at_k=_mean([_mean([float(r.correct) for r in g[:k]]) for g in per_problem]),
         pass_at=pass_at,
         maj_at=maj_at,
         grades=dict(Counter(r.grade for r in records)),
@@ -191,8 +199,11 @@ def compute_metrics(records: Sequence[SampleRecord], mode: Mode = "parallel") ->
         mean_total_tokens=total / len(records),
         mean_critical_path_tokens=critical / len(records),
         ideal_speedup=total / critical if critical else 1.0,
-        wall_time=wall,
-        tokens_per_second=total / wall if wall > 0 else 0.0,
+        mean_steps=_mean([r.steps for r in records]),
+        batch_sizes=sorted({r.batch_size for r in records}),
+        elapsed=elapsed,
+        tokens_per_second=total / elapsed if elapsed > 0 else 0.0,
+        mean_latency=_mean([r.latency for r in records]),
     )
 
 
@@ -200,8 +211,12 @@ def compute_speedup(parallel: Metrics, baseline: Metrics) -> Speedup:
     """Measured speed-up of parallel decoding over a baseline mode, beside the ideal one."""
     return Speedup(
         ideal=parallel.ideal_speedup,
-        wall_time=baseline.wall_time / parallel.wall_time if parallel.wall_time > 0 else 0.0,
-        tokens_per_second=(
-            parallel.tokens_per_second / baseline.tokens_per_second if baseline.tokens_per_second > 0 else 0.0
-        ),
+        steps=_ratio(baseline.mean_steps, parallel.mean_steps),
+        elapsed=_ratio(baseline.elapsed, parallel.elapsed),
+        latency=_ratio(baseline.mean_latency, parallel.mean_latency),
+        tokens_per_second=_ratio(parallel.tokens_per_second, baseline.tokens_per_second),
     )
+
+
+def _ratio(over: float, under: float) -> float:
+    return over / under if under > 0 else 0.0

@@ -58,8 +58,15 @@ def load_results(run_dir: str | Path) -> Results:
         raise InputError(f"{run_dir}: no {RESULTS_FILE} (not an `npr eval` output folder?)")
     try:
         return Results.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, ValidationError) as exc:
-        raise InputError(f"{path}: not a valid results file: {str(exc).splitlines()[0]}") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}:{exc.lineno}: not a valid results file: invalid JSON: {exc.msg}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InputError(
+            f"{path}: not a valid results file of this version ({exc.error_count()} problems, first: "
+            f"{where}: {first['msg'].lower()}); rerun `npr eval` into a new --out to rebuild it"
+        ) from None
 
 
 # --- report.md ---------------------------------------------------------------------------------
@@ -105,33 +112,64 @@ def _speed_table(results: Results) -> list[str]:
     head = [
         "Benchmark",
         "Decoding",
+        "batch size",
         "tokens (mean)",
         "critical path (mean)",
         "ideal speed-up",
-        "wall time (s)",
+        "decode steps (mean)",
+        "elapsed (s)",
         "tokens/s",
-        "measured speed-up (wall · tokens/s)",
+        "latency (s, mean)",
+        "speed-up: steps · elapsed · latency",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for mode, m in results.metrics.items():
-        if results.speedup is None:
+        s = results.speedup
+        if s is None:
             measured = "n/a (run with --baseline serial or sequential)"
         elif mode == "parallel":
-            measured = f"{times(results.speedup.wall_time)} · {times(results.speedup.tokens_per_second)}"
+            measured = f"{times(s.steps)} · {times(s.elapsed)} · {times(s.latency)}"
         else:
             measured = "1.00x (baseline)"
         row = [
             results.benchmark.name,
             mode,
+            batch_sizes(m),
             f"{m.mean_total_tokens:.1f}",
             f"{m.mean_critical_path_tokens:.1f}",
             times(m.ideal_speedup),
-            f"{m.wall_time:.2f}",
+            f"{m.mean_steps:.1f}",
+            f"{m.elapsed:.2f}",
             f"{m.tokens_per_second:.1f}",
+            f"{m.mean_latency:.3f}",
             measured,
         ]
         lines.append("| " + " | ".join(row) + " |")
     return lines
+
+
+def batch_sizes(metrics: Metrics) -> str:
+    """The batch size, or every one used when a resumed run mixed them."""
+    return ", ".join(map(str, metrics.batch_sizes)) or "?"
+
+
+def above_ideal(metrics: dict[str, Metrics], s: Speedup | None) -> str | None:
+    """Why the measured speed-up exceeds the ideal one, in numbers from this run; None when it does not."""
+    if s is None or max(s.elapsed, s.latency) <= s.ideal:
+        return None
+    parallel = metrics["parallel"]
+    mode, baseline = next((mode, m) for mode, m in metrics.items() if mode != "parallel")
+    measured = max(s.elapsed, s.latency)
+    return (
+        f"The measured speed-up ({times(measured)}) is above the ideal ({times(s.ideal)}), which assumes the "
+        f"baseline decodes the same trees and a decoding step costs the same whatever number of branches it "
+        f"feeds. The {mode} baseline decoded its own samples: {baseline.mean_total_tokens:.1f} tokens and "
+        f"{baseline.mean_steps:.1f} decode steps per sample against the parallel run's "
+        f"{parallel.mean_total_tokens:.1f} and {parallel.mean_steps:.1f}, so the steps really decoded account for "
+        f"{times(s.steps)}; the rest ({times(measured / s.steps if s.steps > 0 else measured)}) is a step costing "
+        f"more in the baseline's run than in the parallel one: per-step overheads, or the machine (other "
+        f"processes, clock speed) during its batches, which with few samples on a shared machine is mostly noise."
+    )
 
 
 def _counts(values: dict[str, int]) -> str:
@@ -146,25 +184,31 @@ def render_report(results: Results) -> str:
         f"# npr eval: {b.name} · {s.get('model', '?')}",
         "",
         f"{b.problems} problems from `{b.source}`, k = {s.get('k')} samples each; engine {s.get('engine')}, "
-        f"temperature {s.get('temperature')}, top-p {s.get('top_p')}, max new tokens {s.get('max_new_tokens')}, "
-        f"seed {s.get('seed')}.",
+        f"batch size {s.get('batch_size')}, temperature {s.get('temperature')}, top-p {s.get('top_p')}, "
+        f"max new tokens {s.get('max_new_tokens')}, seed {s.get('seed')}.",
         "",
         "## Accuracy and parallelism",
         "",
-        "Percentages. avg@k is the mean correctness over all k samples (the paper's headline number); pass@k is the "
-        "unbiased estimator; maj@k is a majority vote over the k answers. *valid P* is the share of samples that pass "
-        "format profile P; *parallel rate* is the share of samples with at least one block of width >= 2.",
+        "Percentages. avg@k is the mean correctness of each problem's first k samples (the paper's headline "
+        "number); pass@k is the unbiased estimator; maj@k is a majority vote over the k answers, answers equivalent "
+        "under math-verify voting together (a tie goes to the answer voted first). *valid P* is the share of "
+        "samples that pass format profile P; *parallel rate* is the share of samples with at least one block of "
+        "width >= 2.",
         "",
         *_accuracy_table(results),
         "",
         "## Speed",
         "",
-        "Tokens as decoded by the engine; the critical path counts, per block, only its longest branch. The ideal "
-        "speed-up is total / critical-path tokens; the measured one compares parallel with sequential decoding of "
-        "the same prompts in the same run.",
+        "Tokens as decoded by the engine; the critical path counts, per block, only its longest branch. *elapsed* "
+        "is the wall time of the engine calls (batches of *batch size* samples, end to end), *tokens/s* all tokens "
+        "over it, *latency* the time from a call's start until a sample finished. The ideal speed-up, total / "
+        "critical-path tokens, assumes the baseline decodes the same trees and that a decoding step costs the same "
+        "whatever number of branches it feeds; the measured ones compare the baseline's decode steps, elapsed time "
+        "and latency with the parallel run's, on the same prompts and seeds, batches interleaved in the same run.",
         "",
         *_speed_table(results),
         "",
+        *([note, ""] if (note := above_ideal(results.metrics, results.speedup)) else []),
         "## Outcomes",
         "",
     ]
@@ -206,7 +250,7 @@ def plot_accuracy(results: Results, path: Path) -> None:
     ax.set_xlabel("k (samples)")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)
-    ax.set_title(f"{results.benchmark.name}: accuracy vs k")
+    ax.set_title(f"{plot_title(results)}: accuracy vs k")
     ax.legend(fontsize=7)
     _save(fig, path)
 
@@ -232,7 +276,7 @@ def plot_widths(results: Results, path: Path) -> None:
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("block width (branches)")
     ax.set_ylabel("blocks")
-    ax.set_title(f"{results.benchmark.name}: width of parallel blocks")
+    ax.set_title(f"{plot_title(results)}: width of parallel blocks")
     if per_mode:
         ax.legend(fontsize=8)
     else:
@@ -240,30 +284,64 @@ def plot_widths(results: Results, path: Path) -> None:
     _save(fig, path)
 
 
+def token_points(results: Results) -> Counter[tuple[int, int, bool]]:
+    """How many parallel samples share each (total tokens, critical-path tokens, correct) point."""
+    return Counter((r.total_tokens, r.critical_path_tokens, r.correct) for r in results.samples if r.mode == "parallel")
+
+
 def plot_tokens(results: Results, path: Path) -> None:
-    """Total vs critical-path tokens per sample; the gap under the diagonal is the ideal saving."""
+    """Total vs critical-path tokens of the parallel samples: hexagonal bins, correct and not side by side.
+
+    Samples of one task often share a point or land a token apart, so a scatter hides most of them;
+    each hexagon here is coloured and labelled with the number of samples in it, so every sample is
+    counted where it lies. The gap under the diagonal is the ideal saving.
+    """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5.0, 4.2))
-    ax = fig.add_subplot()
-    samples = [r for r in results.samples if r.mode == "parallel"]
-    for correct, colour, label in ((True, "tab:green", "correct"), (False, "tab:red", "not correct")):
-        chosen = [r for r in samples if r.correct == correct]
-        ax.scatter(
-            [r.total_tokens for r in chosen],
-            [r.critical_path_tokens for r in chosen],
-            s=14,
-            alpha=0.7,
-            color=colour,
-            label=label,
-        )
-    top = max([r.total_tokens for r in samples] + [1])
-    ax.plot([0, top], [0, top], ":", color="grey", label="no parallelism")
-    ax.set_xlabel("total tokens")
-    ax.set_ylabel("critical-path tokens")
-    ax.set_title(f"{results.benchmark.name}: tokens vs critical path")
-    ax.legend(fontsize=8)
+    points = token_points(results)
+    xs = [x for x, _, _ in points] or [0, 1]
+    ys = [y for _, y, _ in points] or [0, 1]
+    pad_x, pad_y = max(2.0, (max(xs) - min(xs)) * 0.06), max(2.0, (max(ys) - min(ys)) * 0.06)
+    extent = (min(xs) - pad_x, max(xs) + pad_x, min(ys) - pad_y, max(ys) + pad_y)
+    fig = Figure(figsize=(9.0, 4.4))
+    axes = fig.subplots(1, 2, sharex=True, sharey=True)
+    panels = ((True, "Greens", "correct"), (False, "Reds", "not correct"))
+    for ax, (correct, colours, name) in zip(axes, panels, strict=True):
+        mine = [(x, y, n) for (x, y, c), n in points.items() if c == correct]
+        if mine:
+            bins = ax.hexbin(
+                [x for x, _, _ in mine],
+                [y for _, y, _ in mine],
+                C=[n for _, _, n in mine],
+                reduce_C_function=sum,
+                gridsize=18,
+                extent=extent,
+                mincnt=1,
+                cmap=colours,
+                vmin=0,
+                edgecolors="grey",
+                linewidths=0.3,
+            )
+            counts = bins.get_array()
+            for (x, y), count in zip(bins.get_offsets(), counts, strict=True):
+                ink = "white" if count > counts.max() / 2 else "black"  # readable on dark and light hexagons
+                ax.annotate(f"{count:.0f}", (x, y), fontsize=6.5, ha="center", va="center", color=ink)
+        top = max(extent)
+        ax.plot([0, top], [0, top], ":", color="grey", label="no parallelism (critical path = total)")
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
+        ax.set_title(f"{name}: {sum(n for *_, n in mine)} samples", fontsize=9)
+        ax.set_xlabel("total tokens")
+        ax.legend(fontsize=7, loc="upper left")
+    axes[0].set_ylabel("critical-path tokens")
+    fig.suptitle(f"{plot_title(results)}: tokens vs critical path, parallel samples per hexagon", fontsize=10)
     _save(fig, path)
+
+
+def plot_title(results: Results) -> str:
+    """Plot titles name the benchmark and the model evaluated on it (the model's folder or hub name)."""
+    model = str(results.settings.get("model") or "?")
+    return f"{results.benchmark.name} · {Path(model.rstrip('/')).name or model}"
 
 
 def write_outputs(results: Results, out: str | Path) -> dict[str, Path]:

@@ -3,41 +3,60 @@
 Every (problem, sample) gets a seed derived from (``--seed``, problem id, sample index), so a
 sample's text does not depend on k, --limit, the batch it shares or what ran before it. Samples are
 decoded ``--batch-size`` at a time (1, the default, times each sample alone: latency, as the paper's
-Table 3). A baseline decodes the same prompts with the same seeds, interleaved batch by batch with
-the parallel run so both see the same machine conditions: ``serial`` decodes the same tree with the
-branches one after another (same tokens and semantics: the fair baseline of DESIGN §3),
-``sequential`` decodes plain autoregressively (what a model not trained on the view uses). Each finished sample
-is graded (math-verify on the last ``\\boxed{}``), validated under every format profile, and appended
-to ``OUT/samples.jsonl``; a killed run restarts where it stopped. The settings that change what is
+Table 3); each record keeps its latency and its share of its call's wall time, so the metrics give the
+real elapsed time and throughput at any batch size, not a sum of overlapping latencies. A baseline
+decodes the same prompts with the same seeds, interleaved batch by batch with the parallel run so both
+see the same machine conditions: ``serial`` decodes the same tree with the branches one after another
+(same tokens and semantics: the fair baseline of DESIGN §3), ``sequential`` decodes plain
+autoregressively (what a model not trained on the view uses). Each finished sample is graded
+(math-verify on the last ``\\boxed{}``), validated under every format profile, and appended to
+``OUT/samples.jsonl``; a killed run restarts where it stopped. The settings that change what is
 sampled are pinned in ``OUT/settings.json``: resuming with different ones is refused, not mixed.
+At the end the answers of each problem are clustered by math equivalence for maj@k (``voting.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from npr_toolkit.data.grading import Grade, Grader
 from npr_toolkit.data.io import InputError, ResumableJsonl, write_json_atomic
 from npr_toolkit.data.prompts import load_template, user_message
-from npr_toolkit.data.records import Problem
+from npr_toolkit.data.records import Problem, describe_error
 from npr_toolkit.format import PROFILES, extract_boxed, validate
 from npr_toolkit.seeds import derive_seed
 
 from .benchmarks import load_benchmark
 from .metrics import Metrics, Mode, SampleRecord, Speedup, compute_metrics, compute_speedup
 from .report import BenchmarkInfo, Results, write_outputs
+from .voting import assign_votes
 
 JOURNAL_FILE = "samples.jsonl"
 SETTINGS_FILE = "settings.json"
 WARMUP_TOKENS = 8
+# What a journal line holds; a journal of another version is not resumed (its timings would read as 0).
+JOURNAL_VERSION = 2
 # Settings that change which text is sampled: a journal written under other values cannot be reused.
-_PINNED = ("bench", "model", "engine", "max_new_tokens", "temperature", "top_p", "seed", "max_width", "max_depth")
+PINNED_SETTINGS = (
+    "bench",
+    "model",
+    "engine",
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "max_width",
+    "max_depth",
+)
 
 
 class EvalConfig(BaseModel):
@@ -118,11 +137,19 @@ def assess(text: str, answer: str, grader: Grader) -> Assessment:
 
 
 def make_record(
-    problem: Problem, index: int, sample: int, mode: Mode, seed: int, generation: Any, wall: float, grader: Grader
+    problem: Problem,
+    index: int,
+    sample: int,
+    mode: Mode,
+    seed: int,
+    generation: Any,
+    timing: tuple[float, float, int],
+    grader: Grader,
 ) -> SampleRecord:
-    """A journal record from one engine ``Generation`` and the wall time measured around it."""
+    """A journal record from one engine ``Generation`` and its ``(latency, elapsed_share, batch_size)``."""
     found = assess(generation.text, problem.answer, grader)
     stats = generation.stats
+    latency, elapsed_share, batch_size = timing
     return SampleRecord(
         problem_id=problem.id,
         problem_index=index,
@@ -141,7 +168,9 @@ def make_record(
         total_tokens=stats.total_tokens,
         critical_path_tokens=stats.critical_path_tokens,
         steps=stats.steps,
-        wall_time=wall,
+        batch_size=batch_size,
+        latency=latency,
+        elapsed_share=elapsed_share,
     )
 
 
@@ -150,8 +179,9 @@ def make_record(
 
 def _pin_settings(config: EvalConfig, template: str, journal: ResumableJsonl) -> None:
     """Record the sampling-relevant settings; refuse if the folder holds samples made with other ones."""
-    pinned: dict[str, Any] = {key: getattr(config, key) for key in _PINNED}
+    pinned: dict[str, Any] = {key: getattr(config, key) for key in PINNED_SETTINGS}
     pinned["prompt_sha256"] = hashlib.sha256(template.encode()).hexdigest()
+    pinned["journal_version"] = JOURNAL_VERSION
     path = config.out / SETTINGS_FILE
     if path.is_file() and journal.done():
         before = json.loads(path.read_text(encoding="utf-8"))
@@ -166,10 +196,24 @@ def _pin_settings(config: EvalConfig, template: str, journal: ResumableJsonl) ->
 
 
 def _journal_records(journal: ResumableJsonl, problems: dict[str, Problem], k: int) -> list[SampleRecord]:
-    """Earlier samples that belong to this run's problems and k; a changed gold answer is an error."""
+    """Earlier samples that belong to this run's problems and k.
+
+    A line that is not a sample record stops the run with its file:line (exit 2) rather than being
+    skipped: the journal is this tool's own output, so such a line means something else wrote to it,
+    and a run that silently re-decodes around it would report on a folder nobody can vouch for.
+
+    Raises:
+        InputError: a line is not a sample record, or a problem's gold answer changed since.
+    """
     kept = []
-    for data in journal.done():
-        record = SampleRecord.model_validate(data)
+    for line, data in journal.done_with_lines():
+        try:
+            record = SampleRecord.model_validate(data)
+        except ValidationError as exc:
+            raise InputError(
+                f"{journal.path}:{line}: not an `npr eval` sample ({describe_error(exc)}); "
+                "remove that line to decode the sample again, or use another --out"
+            ) from None
         problem = problems.get(record.problem_id)
         if problem is None or record.sample >= k:
             continue
@@ -193,7 +237,8 @@ def run_eval(config: EvalConfig) -> EvalSummary:
     template = load_template(config.prompt_file)
     modes: list[Mode] = ["parallel", config.baseline] if config.baseline else ["parallel"]
 
-    with ResumableJsonl(config.out / JOURNAL_FILE) as journal:
+    grader = Grader(workers=config.grade_workers, timeout=config.grade_timeout)
+    with grader, ResumableJsonl(config.out / JOURNAL_FILE) as journal:
         _pin_settings(config, template, journal)
         records = _journal_records(journal, {p.id: p for p in problems}, config.k)
         done = {(r.mode, r.problem_id, r.sample) for r in records}
@@ -206,9 +251,9 @@ def run_eval(config: EvalConfig) -> EvalSummary:
             if (mode, problem.id, sample) not in done
         ]
         if tasks:
-            records += _generate(config, template, tasks, journal)
+            records += _generate(config, template, tasks, journal, grader)
+        records = assign_votes([r for r in records if r.mode in modes], grader)
 
-    records = [r for r in records if r.mode in modes]
     metrics = {mode: compute_metrics(records, mode) for mode in modes}
     speedup = compute_speedup(metrics["parallel"], metrics[config.baseline]) if config.baseline else None
     info = BenchmarkInfo(name=benchmark.name, source=benchmark.source, problems=len(problems))
@@ -235,18 +280,20 @@ def _generate(
     template: str,
     tasks: list[tuple[int, Problem, int, Mode]],
     journal: ResumableJsonl,
+    grader: Grader,
 ) -> list[SampleRecord]:
     """Decode, grade and journal every pending sample; returns their records."""
     from tqdm import tqdm
 
     from npr_toolkit.engine import SamplingParams, load_engine
 
-    try:
-        engine = load_engine(config.model, backend=config.engine, server_url=config.server, device=config.device)
-    except OSError as exc:  # transformers reports a missing or unreachable model as OSError
-        raise InputError(f"cannot load model {config.model!r}: {exc}") from None
+    with quiet_libraries():
+        try:
+            engine = load_engine(config.model, backend=config.engine, server_url=config.server, device=config.device)
+        except OSError as exc:  # transformers reports a missing or unreachable model as OSError
+            raise InputError(f"cannot load model {config.model!r}: {exc}") from None
 
-    def params(mode: Mode, seed: int, max_new_tokens: int) -> Any:
+    def params(mode: Mode, seed: int | None, max_new_tokens: int) -> Any:
         return SamplingParams(
             max_new_tokens=max_new_tokens,
             temperature=config.temperature,
@@ -263,16 +310,15 @@ def _generate(
     for _, problem, _, _ in tasks:
         if problem.id not in prompts:
             prompts[problem.id] = engine.format_chat(user_message(problem.problem, template))
-    # One short decode per mode first, so one-time costs (kernels, caches) are not billed to sample 1.
-    first = next(iter(prompts.values()))
-    for mode in dict.fromkeys(task[3] for task in tasks):
-        engine.generate([first], params(mode, config.seed, WARMUP_TOKENS))
-
     records: list[SampleRecord] = []
-    batches = _batches(tasks, config.batch_size)
-    with Grader(workers=config.grade_workers, timeout=config.grade_timeout) as grader:
-        bar = tqdm(total=len(tasks), desc=f"eval {config.bench}", unit="sample", disable=not config.progress)
-        for mode, batch in batches:
+    bar = tqdm(total=len(tasks), desc=f"eval {config.bench}", unit="sample", disable=not config.progress)
+    with quiet_libraries(), bar:
+        # One short decode per mode first, so one-time costs (kernels, caches) are not billed to sample 1.
+        first = next(iter(prompts.values()))
+        for mode in dict.fromkeys(task[3] for task in tasks):
+            engine.generate([first], params(mode, config.seed, WARMUP_TOKENS))
+        correct = 0
+        for mode, batch in _batches(tasks, config.batch_size):
             seeds = [sample_seed(config.seed, problem.id, sample) for _, problem, sample, _ in batch]
             start = time.perf_counter()
             generations = engine.generate(
@@ -282,14 +328,38 @@ def _generate(
             )
             wall = time.perf_counter() - start
             for (index, problem, sample, _), seed, generation in zip(batch, seeds, generations, strict=True):
-                # Alone, a sample's time is the call's; in a batch, when its own request finished.
-                took = wall if len(batch) == 1 else generation.stats.wall_time
-                record = make_record(problem, index, sample, mode, seed, generation, took, grader)
+                # Alone, a sample's latency is the call's; in a batch, when its own request finished.
+                latency = wall if len(batch) == 1 else generation.stats.wall_time
+                timing = (latency, wall / len(batch), config.batch_size)
+                record = make_record(problem, index, sample, mode, seed, generation, timing, grader)
                 journal.append(record)
                 records.append(record)
+                correct += record.correct
+            bar.set_postfix_str(f"correct {100 * correct / len(records):.0f}%", refresh=False)
             bar.update(len(batch))
-        bar.close()
     return records
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Keep model-loading bars and library warnings (deprecations, generation hints) out of eval's output.
+
+    Errors still raise; only transformers' info/warning logs, its progress bars and Python warnings
+    raised while loading and decoding are muted, and restored afterwards.
+    """
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _batches(

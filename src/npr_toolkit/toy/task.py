@@ -34,7 +34,7 @@ PROMPT_TEMPLATE = "Compute: {problem}"
 Split = Literal["train", "heldout"]
 HELDOUT_PERCENT = 10  # share of the problem space reserved for held-out evaluation
 
-# NPR-Zero stand-in noise (measured design: ~85% format-valid, ~62% correct).
+# NPR-Zero stand-in noise: hand-set rates (in the demo they come to ~85% strict-valid, ~70% correct, ~62% both).
 WRONG_STEP_RATE = 0.10
 WRONG_ANSWER_RATE = 0.05
 DEFECT_RATE = 0.15
