@@ -51,6 +51,11 @@ def error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning a command lets through (e.g. a checkpoint that records no semantics) as one line, no source."""
+    err_console.print(f"[yellow]warning:[/] {escape(str(message))}", soft_wrap=True)
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print the error line (no traceback) and exit with ``code``."""
     error(message)
@@ -96,6 +101,7 @@ class Group(TyperGroup):
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         logging.getLogger("transformers.training_args").setLevel(logging.WARNING)
         with warnings.catch_warnings():
+            warnings.showwarning = _warning_line
             # Deprecation notices are for the developers of the code that calls a library, not for its users.
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)

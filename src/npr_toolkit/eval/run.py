@@ -66,8 +66,9 @@ class EvalConfig(BaseModel):
     bench: str = Field(description="aime25, amc23, hmmt25, math500, or a PATH.jsonl of problems.")
     model: str
     out: Path = Field(description="Output folder (default runs/eval/BENCH-MODEL); a rerun resumes there.")
-    engine: Literal["torch", "sglang"] = "torch"
+    engine: Literal["torch", "sglang", "openai"] = "torch"
     server: str | None = None
+    allow_approximate: bool = False
     device: str | None = None
     k: int = Field(8, ge=1, description="Samples per problem.")
     limit: int | None = Field(None, ge=1, description="Only the first N problems.")
@@ -285,13 +286,21 @@ def _generate(
     """Decode, grade and journal every pending sample; returns their records."""
     from tqdm import tqdm
 
-    from npr_toolkit.engine import SamplingParams, load_engine
+    from npr_toolkit.engine import SamplingParams, SemanticsError, load_engine
 
     with quiet_libraries():
         try:
-            engine = load_engine(config.model, backend=config.engine, server_url=config.server, device=config.device)
+            engine = load_engine(
+                config.model,
+                backend=config.engine,
+                server_url=config.server,
+                device=config.device,
+                allow_approximate=config.allow_approximate,
+            )
         except OSError as exc:  # transformers reports a missing or unreachable model as OSError
             raise InputError(f"cannot load model {config.model!r}: {exc}") from None
+        except SemanticsError as exc:  # a server engine that cannot decode this checkpoint exactly
+            raise InputError(str(exc)) from None
 
     def params(mode: Mode, seed: int | None, max_new_tokens: int) -> Any:
         return SamplingParams(
@@ -349,12 +358,15 @@ def quiet_libraries() -> Iterator[None]:
     """
     from transformers.utils import logging as hf_logging
 
+    from npr_toolkit.engine import SemanticsWarning
+
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            warnings.simplefilter("default", SemanticsWarning)  # ours, for the user: a checkpoint records none
             yield
     finally:
         hf_logging.set_verbosity(verbosity)
