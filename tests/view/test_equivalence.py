@@ -59,11 +59,11 @@ def _engine_logits(model, case: Case) -> torch.Tensor:
                 out = model(
                     input_ids=ids[index][None],
                     position_ids=torch.arange(pos, pos + len(index))[None],
-                    past_key_values=cache,
+                    cache=cache,  # updated in place
                     use_cache=True,
                 )
                 logits[index] = out.logits[0]
-                cache, pos = out.past_key_values, pos + len(index)
+                pos += len(index)
             else:
                 cache, pos = fork_join(step, cache, pos)
         return cache, pos
