@@ -1,6 +1,6 @@
 """Benchmark: what a reprefill join's re-read costs, against the decoding time batched branches save.
 
-In ``reprefill`` semantics (DESIGN §3b) a join re-reads branches 2..W after branch 1: a prefill of
+In ``reprefill`` semantics (docs/design.md §3b) a join re-reads branches 2..W after branch 1: a prefill of
 their tokens, fed in the same forward as the join header's first token. A canonical join splices the
 KV and re-reads nothing. Both semantics decode the same scripted tree (``bench/engine.py``'s: one
 block of width W, greedy) in the same steps, so each join step is compared one to one:

@@ -7,7 +7,7 @@ trees of exactly L tokens (toy char-level tokenizer; blocks of width 2-8 until L
 - ``view+paths``: the same plus ``masks.stack``, the padded (B, D, L) paths and (B, L) ends the ``mask_mod`` reads;
 - ``block_mask``: ``build_view`` + ``view.block_mask("cpu")`` (``create_block_mask``, eager, as shipped);
 - ``block_mask[compiled]`` (``--compiled``): ``torch.compile(create_block_mask)``, timed after its compile;
-- ``official``: the official NPR-Beta training code's algorithm (DESIGN §3): a Python loop over tokens,
+- ``official``: the official NPR-Beta training code's algorithm (docs/design.md §3): a Python loop over tokens,
   per-tag slice shifts of the positions, a dense ``tril`` bool mask blocked pair by pair of step spans
   with ``meshgrid`` index tensors, converted to a dense float mask;
 - ``loop``: the dense L x L mask built by Python loops over (query, key) pairs. At lengths above
@@ -93,7 +93,7 @@ def tree_ids(tokenizer, length: int, seed: int = 0) -> tuple[list[int], int]:
 
 
 def official_reference(ids: list[int], tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dense float mask (L, L) and positions, computed the way the official NPR-Beta code does (DESIGN §3)."""
+    """Dense float mask (L, L) and positions, computed the way the official NPR-Beta code does (docs/design.md §3)."""
     tid = tokenizer.convert_tokens_to_ids
     step_open, step_close, guideline_close, takeaway = (
         tid(t) for t in ("<step>", "</step>", "</guideline>", "<takeaway>")

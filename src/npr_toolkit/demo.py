@@ -103,7 +103,7 @@ Log = Callable[[str], None]
 
 
 def _zero_stand_in(problems: list[dict[str, str]], per_problem: int, seed: int, out: Path) -> StageRow:
-    """Write NPR-Zero-like rollouts (DESIGN §6 records) and measure their structure (distill grades them)."""
+    """Write NPR-Zero-like rollouts (docs/design.md §6 records) and measure their structure (distill grades them)."""
     from .format import StructuralFilter
 
     rng = random.Random(seed)

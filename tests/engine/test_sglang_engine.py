@@ -20,7 +20,7 @@ from npr_toolkit.view import build_view, collate, tag_vocab
 
 from .format_model import format_model
 
-TOL = 1e-4  # DESIGN §3: exact semantics, float32
+TOL = 1e-4  # docs/design.md §3: exact semantics, float32
 QUESTIONS = ("Compute: (1+2)+(3+4)", "x", "what is 3*4?")
 
 pytestmark = pytest.mark.timeout(180)

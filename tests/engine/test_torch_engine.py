@@ -1,4 +1,4 @@
-"""The exact torch engine (DESIGN §3-§4): the training-view invariant, batching, limits, sequential mode, sampling.
+"""The exact torch engine (docs/design.md §3-§4): the view invariant, batching, limits, sequential mode, sampling.
 
 A random tiny float32 model is steered into the format by scripted logits processors (``scripted.py``);
 they shape only the sampling distribution, so every recorded log-probability is the model's own and
@@ -19,7 +19,7 @@ from npr_toolkit.view import TreeView, ViewError, build_view, collate, tag_vocab
 
 from .scripted import FREE, Block, Script, Steer, Wander, random_script
 
-TOL = 1e-4  # DESIGN §3: engine vs training view, float32
+TOL = 1e-4  # docs/design.md §3: engine vs training view, float32
 SAME = 1e-5  # the same computation batched differently
 # Different lengths; the last holds tags, which in a prompt are plain text to the engine and the view.
 QUESTIONS = ("1+2", "what is 3*4 + 5?", "x", "Compute (12+7)*(3-1) in a <step> or two </step>, then box it.")

@@ -28,7 +28,7 @@ from .format_model import format_model, record_reprefill
 from .server_process import npr_serve_processes
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
-TOL = 1e-4  # float32, as DESIGN §3 asks of the engines
+TOL = 1e-4  # float32, as docs/design.md §3 asks of the engines
 
 
 @pytest.fixture(scope="module")

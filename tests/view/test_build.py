@@ -1,7 +1,7 @@
 """``build_view`` on hand-written sequences (toy and real Qwen3 tokenizers), errors, and npr-compat parity.
 
 The npr-compat check compares with a plain reimplementation of the official NPR-Beta training code
-as DESIGN §3 describes it (loops over tokens, dense mask), written here on purpose.
+as docs/design.md §3 describes it (loops over tokens, dense mask), written here on purpose.
 """
 
 from __future__ import annotations
@@ -260,11 +260,11 @@ def test_unknown_mode(toy_tokenizer):
 
 
 # ---------------------------------------------------------------------------------------------
-# npr-compat vs a plain reimplementation of the official training code (DESIGN §3)
+# npr-compat vs a plain reimplementation of the official training code (docs/design.md §3)
 
 
 def official_npr_view(ids: list[int], tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask (L, L bool) and positions of the official NPR-Beta training code, per DESIGN §3.
+    """Mask (L, L bool) and positions of the official NPR-Beta training code, per docs/design.md §3.
 
     Scans from just after the first <|im_end|>. Mask: causal, then for every pair of different step
     spans (<step> .. </step> inclusive) of the same block, block attention both ways. Positions:

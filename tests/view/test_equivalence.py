@@ -1,11 +1,11 @@
-"""The view computes what the engine computes (DESIGN §3's key invariant), on a tiny real model in float32.
+"""The view computes what the engine computes (docs/design.md §3's key invariant), on a tiny real model in float32.
 
 Three independent references for the logits the view gives every token of random trees:
 - a branch whose context is a plain chain (prefix + that branch alone, no earlier block) run as an
   ordinary causal sequence;
 - the fork/join engine replayed with a ``DynamicCache``: run the prefix, run each branch on a copy
   of the prefix cache from position g + 1, concatenate the branch K/V after the prefix, continue
-  from max + 1 (``notes/kv-fork-join.md`` §4), recursively for nested blocks;
+  from max + 1 (docs/design.md §3), recursively for nested blocks;
 - and the SFT loss from ``collate``'s ``labels``/``shift_labels`` against a per-token computation.
 Both attention implementations that take the additive mask are checked: sdpa and eager.
 """

@@ -1,7 +1,7 @@
 """Property tests of the canonical view on random trees (hypothesis, toy tokenizer).
 
 Each tree is rendered as the engine writes it, tokenized with ``tokenize_completion`` and checked
-against DESIGN §3 as derived from the tree itself (``trees.py``): positions, visibility, targets.
+against docs/design.md §3 as derived from the tree itself (``trees.py``): positions, visibility, targets.
 """
 
 from __future__ import annotations

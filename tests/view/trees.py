@@ -239,7 +239,7 @@ def make_case(tree: Tree, tokenizer) -> Case:
 
 
 def sees(query: tuple, key: tuple) -> bool:
-    """DESIGN §3 visibility of two branch paths (no causality): same branch in every shared block."""
+    """docs/design.md §3 visibility of two branch paths (no causality): same branch in every shared block."""
     own = dict(query)
     return all(own.get(uid, branch) == branch for uid, branch in key)
 

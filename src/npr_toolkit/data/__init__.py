@@ -1,1 +1,1 @@
-"""Records (DESIGN §6), readers/writers, grading and the distillation job."""
+"""Records (docs/design.md §6), readers/writers, grading and the distillation job."""

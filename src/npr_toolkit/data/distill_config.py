@@ -75,5 +75,5 @@ class DistillConfig(BaseModel):
 
     @property
     def rollouts_path(self) -> Path:
-        """Where ``--model`` runs write every sample they drew, as DESIGN §6 rollout records."""
+        """Where ``--model`` runs write every sample they drew, as docs/design.md §6 rollout records."""
         return Path(f"{self.out}.rollouts.jsonl")

@@ -1,4 +1,4 @@
-"""Problem sets (DESIGN §6 ``{"id", "problem", "answer"}``): reading with file:line errors.
+"""Problem sets (docs/design.md §6 ``{"id", "problem", "answer"}``): reading with file:line errors.
 
 ``load_problems`` keeps going past bad records and returns them as messages (distill counts them);
 ``read_problems`` is the all-or-nothing form for training and evaluation sets, where a hole in the

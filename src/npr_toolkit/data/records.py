@@ -1,4 +1,4 @@
-"""Record shapes (DESIGN §6) as pydantic models: problems, rollouts, NPR-Beta SFT examples."""
+"""Record shapes (docs/design.md §6) as pydantic models: problems, rollouts, NPR-Beta SFT examples."""
 
 from __future__ import annotations
 

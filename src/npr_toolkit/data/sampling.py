@@ -1,7 +1,7 @@
 """Drawing NPR-Zero rollouts with the project's engine, for ``npr-data distill --model M --samples K``.
 
 An NPR-Zero model has not been trained on the parallel view yet, so it is sampled with plain
-autoregressive decoding (``parallel=False``), as DESIGN §3 says. Each (problem, round) is one engine
+autoregressive decoding (``parallel=False``), as docs/design.md §3 says. Each (problem, round) is one engine
 call with ``n=K`` and a seed derived from (``--seed``, problem id, round): what a problem draws does
 not depend on the other problems, their order, or what an interrupted run did before.
 ``sample_rounds`` repeats rounds for the problems that still lack accepted samples, journaling each
@@ -32,7 +32,7 @@ def round_seed(seed: int, problem_id: str, round_index: int) -> int:
 
 
 class Sampler:
-    """Samples ``samples`` completions of one problem per call, as DESIGN §6 rollout records."""
+    """Samples ``samples`` completions of one problem per call, as docs/design.md §6 rollout records."""
 
     def __init__(self, engine: Any, template: str, *, samples: int, seed: int, max_new_tokens: int, temperature: float):
         self.engine = engine

@@ -1,4 +1,4 @@
-"""Engines (DESIGN §4): one protocol, several backends.
+"""Engines (docs/design.md §4): one protocol, several backends.
 
 ``torch`` is the exact reference for both semantics (KV fork/join for ``canonical``, a re-read of the
 branches at each join for ``reprefill``); ``sglang`` drives an SGLang server (or ``npr serve``) over

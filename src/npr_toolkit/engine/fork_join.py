@@ -1,4 +1,4 @@
-"""NPR's fork/join decoding over a server that only continues token sequences (DESIGN §3b, §4).
+"""NPR's fork/join decoding over a server that only continues token sequences (docs/design.md §3b, §4).
 
 The client-side driver shared by the SGLang backend (``sglang_engine.py``, native ``/generate``) and
 the OpenAI-compatible backend (``openai_engine.py``, ``/v1/completions``). Both give the same answer to

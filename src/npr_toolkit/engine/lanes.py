@@ -8,7 +8,7 @@ resumes with the inserted join header. ``pos`` is the lane's place on the critic
 
 What a token sees is kept as *segments*: every fork starts one segment per branch and every join
 one for the parent, and ``Request.sees[g]`` is the set of segments that segment ``g``'s tokens see.
-The semantics decides a join's set (DESIGN §3, §3b):
+The semantics decides a join's set (docs/design.md §3, §3b):
 - ``canonical``: everything the branches saw and wrote; the model position goes on at the clock;
 - ``reprefill``: the join is a new request, branch 1's final request + the text of branches 2..W
   (``Lane.reread``, fed again as context) + the join header, at contiguous model positions

@@ -1,4 +1,4 @@
-"""The SGLang backend (DESIGN §4): NPR's fork/join decoding over vanilla SGLang's native ``/generate``.
+"""The SGLang backend (docs/design.md §4): NPR's fork/join decoding over vanilla SGLang's native ``/generate``.
 
 Used by ``load_engine(model, backend="sglang", server_url=...)`` (``npr generate --engine sglang``,
 ``npr eval --engine sglang``). It talks to a real SGLang server, to ``npr serve`` (tests, CPU), to

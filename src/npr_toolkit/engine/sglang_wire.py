@@ -2,7 +2,7 @@
 
 One module for both ends, so the server (``serve/sglang_routes.py``) and the client
 (``sglang_engine.py``) cannot drift apart. Field names, defaults and error shapes follow SGLang
-0.5.23 (``notes/sglang-generate-api.md``):
+0.5.23 (docs/design.md §8):
 
 - ``GenerateRequest``: the top-level fields ``npr serve`` reads or refuses (unknown keys are ignored,
   as SGLang does); ``SamplingSchema``: ``sampling_params``, where unknown keys and floats for ints are

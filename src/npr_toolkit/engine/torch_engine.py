@@ -4,7 +4,7 @@ All requests and all their active branches decode together: each step feeds one 
 lane. Each request is one row of a ``DynamicCache``; the tokens of its sibling branches sit side by
 side in that row, and a 4D mask built from each slot's segment (``lanes.Request.sees``) keeps apart
 what the semantics keeps apart. The prefix KV is never copied and a fork costs nothing:
-- ``canonical`` (DESIGN §3): a join is free, the branch KV is already in the row with the positions
+- ``canonical`` (docs/design.md §3): a join is free, the branch KV is already in the row with the positions
   it was computed at;
 - ``reprefill`` (§3b): a join re-reads branches 2..W after branch 1 at contiguous positions, as one
   multi-token chunk fed in the same forward as the join header's first token and the other lanes'

@@ -1,7 +1,7 @@
 """SGLang's weight-update endpoints on the wire: what ``npr serve`` reads and ``weight_sync`` sends.
 
 One module for both ends, as ``sglang_wire`` is for ``/generate``. Field names and defaults are
-SGLang's (``io_struct.py`` of 0.5.4 and 0.5.23; ``notes/sglang-generate-api.md`` §3); unknown keys are
+SGLang's (``io_struct.py`` of 0.5.4 and 0.5.23; docs/design.md §8); unknown keys are
 ignored, as SGLang's dataclass bodies ignore them. Every update answers ``{"success", "message"}``
 (``/update_weights_from_disk`` adds ``num_paused_requests``) with status 200, or 400 when
 ``success`` is false.

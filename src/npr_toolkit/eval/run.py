@@ -7,7 +7,7 @@ Table 3); each record keeps its latency and its share of its call's wall time, s
 real elapsed time and throughput at any batch size, not a sum of overlapping latencies. A baseline
 decodes the same prompts with the same seeds, interleaved batch by batch with the parallel run so both
 see the same machine conditions: ``serial`` decodes the same tree with the branches one after another
-(same tokens and semantics: the fair baseline of DESIGN §3), ``sequential`` decodes plain
+(same tokens and semantics: the fair baseline of docs/design.md §3), ``sequential`` decodes plain
 autoregressively (what a model not trained on the view uses). Each finished sample is graded
 (math-verify on the last ``\\boxed{}``), validated under every format profile, and appended to
 ``OUT/samples.jsonl``; a killed run restarts where it stopped. The settings that change what is

@@ -1,4 +1,4 @@
-"""Structure statistics of a tree (DESIGN §2): widths, depth, total and critical-path length.
+"""Structure statistics of a tree (docs/design.md §2): widths, depth, total and critical-path length.
 
 Lengths are characters by default, or tokens when given a ``length`` function built from a
 tokenizer (each tag and text piece is measured on its own, as the engine emits them).

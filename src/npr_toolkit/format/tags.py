@@ -26,7 +26,7 @@ TAGS: tuple[str, ...] = (
     TAKEAWAY_CLOSE,
 )
 
-# What the engine inserts (DESIGN §3): a branch cannot know its own index, so the engine writes
+# What the engine inserts (docs/design.md §3): a branch cannot know its own index, so the engine writes
 # "<step>\n{i}:" for it; the join header opens the takeaway. The leading newline is the
 # whitespace that belongs to the branch (or join) it opens.
 BRANCH_PREFIX = "\n"

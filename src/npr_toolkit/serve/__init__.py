@@ -1,4 +1,4 @@
-"""``npr serve``: the project's HTTP server, on FastAPI and uvicorn (DESIGN §4).
+"""``npr serve``: the project's HTTP server, on FastAPI and uvicorn (docs/design.md §4).
 
 Two APIs over one torch engine: SGLang's native ``/generate`` subset with *sequential* decoding (a
 plain LM server, which the SGLang backend drives to do its own fork/join; ``sglang_routes.py``), and an

@@ -1,6 +1,6 @@
 """The OpenAI-compatible API of ``npr serve``: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``.
 
-Here the server runs the *parallel* engine itself (``TorchEngine``, ``parallel=True``, DESIGN §3): a
+Here the server runs the *parallel* engine itself (``TorchEngine``, ``parallel=True``, docs/design.md §3): a
 client that speaks OpenAI's API gets NPR's fork/join decoding without writing any. ``max_tokens`` is
 the critical-path budget (what a user waits for); all branches together may use up to ``max_width``
 (8) times that. ``usage`` carries OpenAI's fields plus ``parallel``: every branch's tokens, the

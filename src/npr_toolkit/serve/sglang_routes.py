@@ -1,4 +1,4 @@
-"""SGLang's native API on ``npr serve``: ``/generate``, ``/health``, ``/get_model_info`` (DESIGN §4).
+"""SGLang's native API on ``npr serve``: ``/generate``, ``/health``, ``/get_model_info`` (docs/design.md §4).
 
 A plain LM server, like vanilla SGLang: it decodes with the torch engine in *sequential* mode
 (``parallel=False``) and stops at EOS or ``stop_token_ids``. That makes it a stand-in for SGLang: the

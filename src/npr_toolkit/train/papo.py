@@ -11,7 +11,7 @@ What changes from GRPO, and where:
   reward is ``None``: it is left out of the group mean and the batch std, its advantage is 0 and
   all of its tokens are masked, so it contributes nothing to the gradient;
 - log π is recomputed through the training view (``logprobs.py``), so sibling branches are scored
-  exactly as they were sampled (DESIGN §3), with a BlockMask under FlexAttention and in TRL's chunks;
+  exactly as they were sampled (docs/design.md §3), with a BlockMask under FlexAttention and in TRL's chunks;
 - the loss is TRL's, configured by ``PAPOConfig`` to be -A·log π averaged over tokens with batch-level
   advantage normalisation and no ratio, clipping or KL; ``PAPOConfig`` rejects off-policy settings,
   and every step logs ``npr/onpolicy_max_abs_diff``, the largest |rollout log-prob - trainer

@@ -2,7 +2,7 @@
 
 Defaults follow the paper's PAPO stage (lr 1e-7, 16 prompts x 16 samples, temperature 1.0, max
 response 30000). The fixed settings make TRL's GRPO loss exactly PAPO's strictly on-policy
-objective (``notes/trl-tree-training.md`` §3.5): one optimizer step per generation batch and one
+objective (docs/design.md §8): one optimizer step per generation batch and one
 pass over it, so the importance ratio is exactly 1; ``loss_type="cispo"`` with ``epsilon_high >= 1``
 gives value and gradient -A·log π as a token mean; no KL (``beta=0``); batch-level advantage
 normalisation. ``__post_init__`` rejects every setting that would train on rollouts of other
