@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from npr_toolkit.seeds import derive_seed
 
@@ -25,6 +25,9 @@ from .io import ResumableJsonl
 from .prompts import user_message
 from .records import Problem, Rollout
 
+if TYPE_CHECKING:
+    from npr_toolkit.engine import Engine
+
 
 def round_seed(seed: int, problem_id: str, round_index: int) -> int:
     """A 31-bit seed per (run seed, problem, round), the same in every process and run."""
@@ -34,7 +37,9 @@ def round_seed(seed: int, problem_id: str, round_index: int) -> int:
 class Sampler:
     """Samples ``samples`` completions of one problem per call, as docs/design.md §6 rollout records."""
 
-    def __init__(self, engine: Any, template: str, *, samples: int, seed: int, max_new_tokens: int, temperature: float):
+    def __init__(
+        self, engine: Engine, template: str, *, samples: int, seed: int, max_new_tokens: int, temperature: float
+    ):
         self.engine = engine
         self.template = template
         self.samples = samples

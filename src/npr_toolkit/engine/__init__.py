@@ -11,9 +11,11 @@ from collections.abc import Sequence
 
 from .exactness import SemanticsError, SemanticsWarning, checkpoint_semantics
 from .params import FinishReason, Generation, GenerationStats, SamplingParams
+from .protocol import Engine
 from .torch_engine import TorchEngine
 
 __all__ = [
+    "Engine",
     "FinishReason",
     "Generation",
     "GenerationStats",
@@ -32,7 +34,7 @@ def load_engine(
     server_url: str | Sequence[str] | None = None,
     device: str | None = None,
     allow_approximate: bool = False,
-):
+) -> Engine:
     """An engine for ``model`` (hub id or directory): ``torch`` in-process, ``sglang`` or ``openai`` over HTTP.
 
     ``server_url`` may list several servers of the same model (data-parallel rollouts): the samples

@@ -43,6 +43,7 @@ from ..view.tokens import tag_vocab
 from .http_client import ServerError
 from .lanes import Lane, Request, Token
 from .params import Generation, SamplingParams
+from .protocol import PromptEncoding
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def generation_eos(model: str) -> list[int]:
     return [eos] if isinstance(eos, int) else list(eos or [])
 
 
-class ForkJoinEngine:
+class ForkJoinEngine(PromptEncoding):
     """``generate(prompts, params) -> list[Generation]`` by fork/join over ``_complete`` (module doc)."""
 
     def __init__(self, tokenizer, stop_ids: set[int], max_concurrency: int = 64, servers: int = 1):
@@ -98,9 +99,6 @@ class ForkJoinEngine:
     def _complete(self, call: LaneCall, server: int) -> LaneAnswer:
         """What server number ``server`` (of ``self.servers``) sampled for ``call``."""
         raise NotImplementedError
-
-    def format_chat(self, messages: list[dict[str, str]]) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def generate(
         self,
@@ -121,7 +119,7 @@ class ForkJoinEngine:
         stop_ids = self.stop_ids | frozenset(params.stop_token_ids)
         requests = [
             Request(index=u * params.n + s, prompt_ids=ids, params=params, vocab=self.vocab, stop_ids=stop_ids)
-            for u, ids in enumerate(self._encode(p) for p in prompts)
+            for u, ids in enumerate(self.encode_prompt(p) for p in prompts)
             for s in range(params.n)
         ]
 
@@ -184,12 +182,6 @@ class ForkJoinEngine:
         for gen, request in zip(generations, requests, strict=True):
             gen.weight_version = versions.get(request.index)
         return generations
-
-    def _encode(self, prompt: str | Sequence[int]) -> list[int]:
-        ids = self.tokenizer.encode(prompt, add_special_tokens=False) if isinstance(prompt, str) else list(prompt)
-        if not ids:
-            raise ValueError("empty prompt")
-        return ids
 
     # --- one call ---------------------------------------------------------------------------------
     def _call(self, request: Request, lane: Lane, seed_key: str | None) -> LaneCall:
@@ -259,16 +251,6 @@ def _needs_token(lane: Lane) -> bool:
     return not lane.done and not lane.waiting and lane.pending is None
 
 
-def _waiting_lanes(lane: Lane, serial: bool) -> list[Lane]:
-    """Lanes that wait for a sampled token, depth first in branch order (``serial``: one branch at a time)."""
-    if lane.done:
-        return []
-    if lane.waiting:
-        children = [child for child in lane.children if not child.done]
-        return [found for child in (children[:1] if serial else children) for found in _waiting_lanes(child, serial)]
-    return [lane] if lane.pending is None else []
-
-
 def _settle(request: Request, lane: Lane) -> None:
     """Feed ``lane``'s chosen and inserted tokens until it waits for a sampled token, forks or closes."""
     while lane.pending is not None and not request.finished:
@@ -287,7 +269,7 @@ def _settle(request: Request, lane: Lane) -> None:
 def _ready(request: Request) -> list[Lane]:
     """The lanes to request next, after the limits had their say (forced closes may join a block)."""
     while not request.finished:
-        lanes = _waiting_lanes(request.root, request.params.serial_branches)
+        lanes = [lane for lane in request.decoding() if lane.pending is None]
         decided = False
         for lane in lanes:
             if request.finished:

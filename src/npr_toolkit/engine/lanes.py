@@ -135,8 +135,9 @@ class Request:
             self.finish_reason, self.finish_detail = reason, detail
             self.wall_time = time.perf_counter() - self.started
 
-    def active(self) -> list[Lane]:
-        """Lanes that feed a token this step, in a fixed order (depth first, branch order)."""
+    def decoding(self) -> list[Lane]:
+        """The lanes decoding now, depth first in branch order: not done and not waiting for their
+        children (with ``serial_branches``, only the first unfinished child of each fork)."""
         found: list[Lane] = []
 
         def visit(lane: Lane) -> None:
@@ -146,12 +147,16 @@ class Request:
                 children = [c for c in lane.children if not c.done]
                 for child in children[:1] if self.params.serial_branches else children:
                     visit(child)
-            elif lane.pending is not None:
+            else:
                 found.append(lane)
 
         if not self.finished:
             visit(self.root)
         return found
+
+    def active(self) -> list[Lane]:
+        """Lanes that feed a token this step (their chosen token waits to be fed)."""
+        return [lane for lane in self.decoding() if lane.pending is not None]
 
     def final_tokens(self) -> list[Token]:
         """The longest prefix of the completion, in document order, that decoding can no longer change.

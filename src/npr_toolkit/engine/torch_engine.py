@@ -29,6 +29,7 @@ from ..view.semantics import Semantics, read_semantics
 from ..view.tokens import tag_vocab
 from .lanes import Lane, Request
 from .params import Generation, SamplingParams
+from .protocol import PromptEncoding
 
 # (histories of the lanes being sampled, their logits (Q, V)) -> logits used for sampling only.
 LogitsProcessor = Callable[[list[list[int]], torch.Tensor], torch.Tensor]
@@ -97,7 +98,7 @@ class _Streams:
         return self.made[key]
 
 
-class TorchEngine:
+class TorchEngine(PromptEncoding):
     """Exact fork/join decoding with a transformers causal LM.
 
     ``semantics`` is how joins are decoded; by default the one the model's config records
@@ -132,9 +133,6 @@ class TorchEngine:
         model, tokenizer = load_checkpoint(path, dtype=torch_dtype, device=device)
         return cls(model, tokenizer)
 
-    def format_chat(self, messages: list[dict[str, str]]) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -160,7 +158,7 @@ class TorchEngine:
         it, and ends one request with ``request.finish("abort", ...)`` (a client that left) without
         touching the others; a finished request leaves the batch before the next forward.
         """
-        prompt_ids = [self._encode(p) for p in prompts]
+        prompt_ids = [self.encode_prompt(p) for p in prompts]
         if seeds is not None and len(seeds) != len(prompt_ids):
             raise ValueError(f"{len(seeds)} seeds for {len(prompt_ids)} prompts")
         per_chunk = max(1, self.max_batch // params.n)
@@ -175,12 +173,6 @@ class TorchEngine:
         finally:
             self.model.train(training)
         return results
-
-    def _encode(self, prompt: str | Sequence[int]) -> list[int]:
-        ids = self.tokenizer.encode(prompt, add_special_tokens=False) if isinstance(prompt, str) else list(prompt)
-        if not ids:
-            raise ValueError("empty prompt")
-        return ids
 
     # --- decoding loop ------------------------------------------------------------------------
     def _run(
