@@ -6,13 +6,18 @@ every push each server holds exactly the trainer's weights (every tensor, ``/get
 and with a ``reprefill`` checkpoint the logged on-policy difference (server log-probs against the
 trainer's recomputation through the view) stays below 1e-4. A rollout from weights the trainer did
 not push is refused; a canonical checkpoint is refused for server rollouts unless the approximation
-is accepted; Zero (plain text) samples on servers from a checkpoint of either semantics.
+is accepted; Zero (plain text) samples on servers from a checkpoint of either semantics; two training
+processes (``accelerate launch``) sample what their main process pushed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +37,7 @@ from .format_model import record_reprefill
 from .server_process import assert_serves, npr_serve_processes, version_of
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +172,27 @@ def test_zero_samples_plain_text_on_servers_from_a_canonical_checkpoint(format_m
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["steps"] == 1
     assert [version_of(url).endswith("-0") for url in urls] == [True, True]  # this run pushed before sampling
+
+
+def test_two_training_processes_sample_the_weights_the_main_process_pushed(reprefill_dir, urls, tmp_path):
+    """``accelerate launch --num_processes 2`` (CPU, gloo): the main process pushes (over a gloo group beside
+    the trainers' own), both processes sample on the servers and expect the version it pushed."""
+    problems, template = write_inputs(tmp_path)
+    with socket.socket() as sock:  # a free rendezvous port: other runs may use accelerate's 29500
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    bin_dir = Path(sys.executable).parent
+    command = [
+        bin_dir / "accelerate", "launch", "--config_file", REPO / "configs/accelerate/ddp.yaml", "--num_processes", "2",
+        "--main_process_port", str(port), bin_dir / "npr", "train", "papo", "--model", reprefill_dir,
+        "--problems", problems, "--out", tmp_path / "papo", "--prompt-file", template, "--max-steps", "2",
+        "--per-device-train-batch-size", "4", "--num-generations", "4", "--max-completion-length", "120",
+        "--engine", "sglang", "--server", urls[0], "--server", urls[1], "--weight-sync", "distributed",
+        "--set", "save_strategy=no", "--format", "json",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "TRL_EXPERIMENTAL_SILENCE": "1"}
+    result = subprocess.run([str(part) for part in command], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-6000:]
+    summary = json.loads(result.stdout)  # one report, from the main process
+    assert summary["steps"] == 2 and summary["last"][ONPOLICY_METRIC] < 1e-4
+    assert [version_of(url).endswith("-1") for url in urls] == [True, True]  # step 1's weights

@@ -8,6 +8,7 @@ one report, one checkpoint, one set of warnings per run, all from the main proce
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 RANK_VARIABLES = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")  # accelerate's, in its order
@@ -24,13 +25,15 @@ def main_process() -> bool:
 
 
 def quiet_replicas(args: Any) -> None:
-    """On every process but the main one, silence the project's warnings (e.g. dropped records, reported
-    once by the main process) and the ``datasets`` progress bars. ``args``: the stage's TrainingArguments."""
+    """On every process but the main one, silence the project's warnings (logged, e.g. dropped records, or
+    issued, e.g. a checkpoint without its semantics: the main process reports them once) and the
+    ``datasets`` progress bars. ``args``: the stage's TrainingArguments."""
     if args.process_index == 0:
         return
     import datasets
 
     logging.getLogger("npr_toolkit").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"npr_toolkit\.")
     datasets.disable_progress_bars()
 
 
