@@ -138,8 +138,7 @@ def sft(
         path = run_sft(model, data, out, config=config, **overrides)
         return SFTReport.model_validate_json((path / REPORT_NAME).read_text(encoding="utf-8"))
 
-    show = _main_process()
-    finish(job, output_format, text=_print_sft, data=lambda report: report.model_dump(mode="json"), show=show)
+    finish(job, output_format, text=_print_sft, data=lambda r: r.model_dump(mode="json"), show=_main_process())
 
 
 def _print_sft(report: SFTReport) -> None:

@@ -107,7 +107,6 @@ class PAPOTrainer(GRPOTrainer):
         if reward_funcs is None:
             reward = functools.partial(papo_reward, grade_timeout=args.grade_timeout)
             reward_funcs = [functools.update_wrapper(reward, papo_reward)]
-        # Rollouts are decoded in the semantics log π is recomputed in (npr-compat decodes as canonical).
         self.server_rollouts: ServerRollouts | None = None
         if args.on_servers:
             checkpoint_semantics(  # a server re-reads at joins: exact for the reprefill semantics only
@@ -129,7 +128,7 @@ class PAPOTrainer(GRPOTrainer):
             **kwargs,
         )
         self._engine = None
-        if not args.on_servers:
+        if not args.on_servers:  # decodes in the semantics log π is recomputed in (npr-compat: as canonical)
             self._engine = TorchEngine(self.model, processing_class, semantics=args.recorded_semantics)
 
     # --- rollouts -----------------------------------------------------------------------------
