@@ -1,8 +1,10 @@
-"""Shared pytest fixtures: the toy tokenizer/model and the real Qwen3 tokenizer (offline).
+"""Shared pytest fixtures: the toy tokenizer/model, a toy policy that writes the format, and the real Qwen3
+tokenizer (offline).
 
-Everything here is session-scoped and cheap to build. Session fixtures are shared by every test:
-never mutate them (no ``add_tag_tokens``, no training steps); build your own copy instead
-(``build_model(toy_tokenizer, ...)``, ``AutoTokenizer.from_pretrained(qwen_tokenizer_dir)``).
+Everything here is session-scoped and cheap to build (the format policy: ~15 s, once). Session
+fixtures are shared by every test: never mutate them (no ``add_tag_tokens``, no training steps);
+build your own copy instead (``build_model(toy_tokenizer, ...)``,
+``AutoTokenizer.from_pretrained(qwen_tokenizer_dir)``).
 """
 
 from __future__ import annotations
@@ -74,3 +76,40 @@ def qwen_tokenizer(qwen_tokenizer_dir):
     )
     assert add_tag_tokens(Qwen3ForCausalLM(config), tokenizer) == 8
     return tokenizer
+
+
+@pytest.fixture(scope="session")
+def format_model_dir(tmp_path_factory) -> Path:
+    """The tiny model after 100 SFT steps on reference trajectories (~90% of its samples are valid trees).
+
+    A random toy model never writes a block, so every PAPO rollout would be filtered and no step
+    would have a gradient; this one gives real, mixed rollouts (valid, malformed, right, wrong).
+    Used by the RL tests (tests/train) and the trainings against servers (tests/engine). Read-only.
+    """
+    import random
+
+    from npr_toolkit.toy import build_model, build_tokenizer
+    from npr_toolkit.toy.task import PROMPT_TEMPLATE, make_problems, reference_trajectory
+    from npr_toolkit.view import build_view, collate, tokenize_completion
+
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer, seed=0)
+    views = []
+    for problem in make_problems(400, seed=0):
+        messages = [{"role": "user", "content": PROMPT_TEMPLATE.format(problem=problem["problem"])}]
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        completion = reference_trajectory(problem["problem"]) + tokenizer.eos_token
+        ids, prompt_length = tokenize_completion(tokenizer, prompt, completion)
+        views.append(build_view(ids, tokenizer, prompt_length=prompt_length))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    rng = random.Random(0)
+    model.train()
+    for _ in range(100):
+        batch = collate(rng.sample(views, 16), tokenizer.pad_token_id)
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    folder = tmp_path_factory.mktemp("format-model")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

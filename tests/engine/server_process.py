@@ -1,5 +1,5 @@
 """Real ``npr serve`` processes on 127.0.0.1, for the tests that need them (a torch.distributed group
-joins two processes; an in-thread server would share the test's).
+joins two processes; an in-thread server would share the test's), and what those tests ask them.
 
 Each process loads a checkpoint folder on CPU and prints its URL when it listens; it is stopped with
 SIGTERM (it exits 0) and its stderr is kept in a log file for the failure message.
@@ -7,15 +7,20 @@ SIGTERM (it exits 0) and its stderr is kept in a log file for the failure messag
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+
+from npr_toolkit.engine.weight_sync import named_tensors
 from npr_toolkit.serve import ServeConfig
 
 LAUNCH = (
@@ -55,3 +60,25 @@ def npr_serve_processes(model_dir: str, logs: list[Path], config: ServeConfig | 
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(10)
+
+
+def post(url: str, path: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def version_of(url: str) -> str:
+    with urllib.request.urlopen(url + "/model_info", timeout=60) as response:
+        return json.loads(response.read())["weight_version"]
+
+
+def assert_serves(url: str, model: torch.nn.Module) -> None:
+    """Every tensor the server reports equals ``model``'s, bit for bit."""
+    for name, tensor in named_tensors(model):
+        status, values = post(url, "/get_weights_by_name", {"name": name, "truncate_size": 1 << 20})
+        assert status == 200, values
+        assert torch.equal(torch.tensor(values), tensor), f"{url}: {name} differs"

@@ -10,8 +10,6 @@ The servers write the NPR format by themselves (``format_model.py``), so rollout
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -21,11 +19,11 @@ from npr_toolkit.engine import SamplingParams
 from npr_toolkit.engine.fork_join import LaneAnswer, LaneCall, WeightVersionError
 from npr_toolkit.engine.openai_engine import OpenAIEngine
 from npr_toolkit.engine.sglang_engine import SGLangEngine
-from npr_toolkit.engine.weight_sync import DiskWeightSync, DistributedWeightSync, WeightSyncError, named_tensors
+from npr_toolkit.engine.weight_sync import DiskWeightSync, DistributedWeightSync, WeightSyncError
 from npr_toolkit.toy import build_model
 
 from .format_model import format_model, record_reprefill
-from .server_process import npr_serve_processes
+from .server_process import assert_serves, npr_serve_processes, post, version_of
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 TOL = 1e-4  # float32, as docs/design.md §3 asks of the engines
@@ -56,28 +54,6 @@ def urls(model_dir, tmp_path_factory) -> Iterator[list[str]]:
 def prompts(model_dir, urls) -> list[str]:
     engine = SGLangEngine(model_dir, server_url=urls[0])
     return [engine.format_chat([{"role": "user", "content": q}]) for q in ("Compute: (1+2)+(3+4)", "x", "3*4?")]
-
-
-def post(url: str, path: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-def version_of(url: str) -> str:
-    with urllib.request.urlopen(url + "/model_info", timeout=60) as response:
-        return json.loads(response.read())["weight_version"]
-
-
-def assert_serves(url: str, model: torch.nn.Module) -> None:
-    """Every tensor the server reports equals ``model``'s, bit for bit."""
-    for name, tensor in named_tensors(model):
-        status, values = post(url, "/get_weights_by_name", {"name": name, "truncate_size": 1 << 20})
-        assert status == 200, values
-        assert torch.equal(torch.tensor(values), tensor), f"{url}: {name} differs"
 
 
 def assert_sampled_by(model, gens) -> None:

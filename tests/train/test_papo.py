@@ -1,6 +1,7 @@
 """PAPO on TRL: the loss is exactly -A·log π (token mean) through the tree view, advantages are
 normalised over the kept rollouts of the batch, filtered rollouts carry no gradient and no statistics,
-the filter demands the engine's structure, groups and seeds are per process, and the CLI runs end to end."""
+the filter demands the engine's structure, groups are whole per process and seeds follow a prompt's
+global position, and the CLI runs end to end."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from datasets import Dataset
 from npr_toolkit.engine import Generation, GenerationStats
 from npr_toolkit.toy import build_model, build_tokenizer
 from npr_toolkit.toy.task import PROMPT_TEMPLATE, make_problems, noisy_trajectory, reference_trajectory
-from npr_toolkit.train.papo import PAPOTrainer, papo_filter, passes, rollout_seeds, split_groups
+from npr_toolkit.train.papo import PAPOTrainer, papo_filter, passes, split_groups
 from npr_toolkit.train.papo_config import PAPOConfig
 from npr_toolkit.train.rewards import papo_reward
+from npr_toolkit.train.rollouts import rollout_seeds
 from npr_toolkit.view import build_view, causal_view, collate, tokenize_completion
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -225,12 +227,15 @@ def test_groups_must_be_whole_on_each_process():
         split_groups(["a", "a", "a", "b"], 2)
 
 
-def test_rollout_seeds_fold_in_the_process_and_the_step():
-    seeds = {(step, rank): rollout_seeds(42, step, rank, 4) for step in (0, 1) for rank in (0, 1, 2)}
-    assert seeds[(0, 0)] == rollout_seeds(42, 0, 0, 4)  # reproducible
-    flat = [s for values in seeds.values() for s in values]
-    assert len(set(flat)) == len(flat)  # no two prompts, ranks or steps share a sampling stream
-    assert all(0 <= s < 2**32 for s in flat)
+def test_rollout_seeds_follow_the_global_position_and_the_step():
+    # 2 processes x 2 prompts sample what 1 process x 4 prompts samples: a prompt's seed is its position
+    one = rollout_seeds(42, 3, first=0, count=4)
+    assert rollout_seeds(42, 3, first=0, count=2) + rollout_seeds(42, 3, first=2, count=2) == one
+    assert rollout_seeds(42, 3, first=0, count=4) == one  # reproducible
+    seeds = [s for step in (0, 1) for s in rollout_seeds(42, step, first=0, count=12)]
+    assert len(set(seeds)) == len(seeds)  # no two positions or steps share a sampling stream
+    assert rollout_seeds(43, 0, first=0, count=12) != seeds[:12]  # the run seed matters
+    assert all(0 <= s < 2**31 for s in seeds)
 
 
 def test_papo_with_too_few_problems_for_one_step_exits_2(tmp_path):

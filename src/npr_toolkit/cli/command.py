@@ -124,9 +124,17 @@ def parse_config(config: type[C], values: Mapping[str, Any]) -> C:
         fail(usage_message(exc))
 
 
-def finish(job: Callable[[], T], output_format: str, *, text: Callable[[T], None], data: Callable[[T], Any]) -> T:
+def finish(
+    job: Callable[[], T],
+    output_format: str,
+    *,
+    text: Callable[[T], None],
+    data: Callable[[T], Any],
+    show: bool = True,
+) -> T:
     """Run ``job``; an ``InputError`` is the error line and exit 2; Ctrl-C is one line (the job's own, e.g.
-    how much a resumable job saved) and exit 130; print the result as JSON or text.
+    how much a resumable job saved) and exit 130; print the result as JSON or text (unless ``show`` is
+    false: another process of the same run prints it).
 
     With ``--format json`` stdout carries only the JSON document: whatever the job prints (a
     trainer's logs) goes to stderr.
@@ -139,6 +147,8 @@ def finish(job: Callable[[], T], output_format: str, *, text: Callable[[T], None
         fail(str(exc))
     except KeyboardInterrupt as stop:
         fail(str(stop) or "interrupted", code=EXIT_INTERRUPTED)
+    if not show:
+        return result
     if output_format == "json":
         print_json(data(result))
     else:

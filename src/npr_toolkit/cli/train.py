@@ -18,6 +18,7 @@ import typer
 from rich.markup import escape
 
 from npr_toolkit.data.io import check_outputs
+from npr_toolkit.engine.http_client import ServerError
 
 from .command import Options, finish, with_options
 from .console import console, fail, print_table
@@ -44,6 +45,7 @@ Sets = Annotated[
 
 
 ALL, RL = ("sft", "zero", "papo"), ("zero", "papo")
+RolloutEngine = Literal["torch", "sglang", "openai"]
 
 
 def _option(stages: tuple[str, ...], kind: Any, flag: str, help: str) -> tuple[tuple[str, ...], tuple[Any, None]]:
@@ -75,9 +77,22 @@ FLAGS = {  # config field -> (the stages that have it, its option); one line add
     "max_completion_length": _option(RL, int, "--max-completion-length", "Token budget per rollout (critical path)."),
     "filter_profile": _option(("papo",), str, "--filter-profile", "Structural filter: strict, lenient or npr-compat."),
     "prompt_file": (RL, (PromptFile, None)),
+    "rollout_engine": _option(RL, RolloutEngine, "--engine", "Rollouts: torch (in process), sglang or openai."),
+    "rollout_servers": _option(RL, list[str], "--server", "Rollout server URL; repeat it to spread samples."),
+    "weight_sync": _option(RL, str, "--weight-sync", "How new weights reach the servers: disk or distributed."),
+    "weight_sync_dir": _option(RL, str, "--weight-sync-dir", "--weight-sync disk: a folder every server reads."),
+    "weight_sync_address": _option(RL, str, "--weight-sync-address", "distributed: this host as servers see it."),
+    "allow_approximate": _option(RL, bool, "--allow-approximate", "PAPO: server rollouts of a canonical model."),
     "seed": _option(ALL, int, "--seed", "Training seed (data order, init of new rows)."),
     "logging_steps": _option(("sft",), int, "--logging-steps", "Log every N steps."),
 }
+
+
+def _main_process() -> bool:
+    """Under ``accelerate launch`` only the main process prints the result (every process prints its errors)."""
+    from npr_toolkit.train.processes import main_process
+
+    return main_process()
 
 
 def _flags(stage: str) -> Options:
@@ -123,7 +138,7 @@ def sft(
         path = run_sft(model, data, out, config=config, **overrides)
         return SFTReport.model_validate_json((path / REPORT_NAME).read_text(encoding="utf-8"))
 
-    finish(job, output_format, text=_print_sft, data=lambda report: report.model_dump(mode="json"))
+    finish(job, output_format, text=_print_sft, data=lambda r: r.model_dump(mode="json"), show=_main_process())
 
 
 def _print_sft(report: SFTReport) -> None:
@@ -213,9 +228,13 @@ def _rl_command(stage: Literal["zero", "papo"]) -> Callable[..., None]:
                 "--prompt-file": flags["prompt_file"],
             }
             check_outputs(inputs=inputs, folders={"--out": out})
-            return _rl_summary(stage, run(model, problems, out, config=config, **overrides))
+            try:
+                path = run(model, problems, out, config=config, **overrides)
+            except ServerError as error:  # a rollout server unreachable, refusing weights, or on other weights
+                fail(str(error))
+            return _rl_summary(stage, path)
 
-        finish(job, output_format, text=_print_rl, data=lambda summary: summary)
+        finish(job, output_format, text=_print_rl, data=lambda summary: summary, show=_main_process())
 
     command.__doc__ = RL_HELP[stage]
     return with_options(_flags(stage))(command)

@@ -90,6 +90,13 @@ class DeviceFields:
     gradient_checkpointing: bool | None = field(
         default=None, metadata={"help": "Deprecated alias of activation_checkpointing (transformers 5)."}
     )
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={
+            "help": "DDP: look for parameters without a gradient after each backward. Off: every stage trains every "
+            "parameter, and the search costs a traversal of the graph per step (transformers turns it on by default)."
+        },
+    )
 
 
 @dataclass

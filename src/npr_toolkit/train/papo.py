@@ -4,8 +4,12 @@ Run: ``npr train papo --model M --problems P.jsonl --out DIR [--config configs/p
 
 What changes from GRPO, and where:
 - rollouts come from the project's parallel engine (``rollout_func``), so the policy samples in the
-  parallel form it is evaluated in; the engine's inserted headers carry no loss (``env_mask``);
-  each process samples its own whole groups with its own seeds (``split_groups``, ``rollout_seeds``);
+  parallel form it is evaluated in: the torch engine in this process, or SGLang / OpenAI-compatible
+  servers that get the new weights before every rollout (``rollouts.ServerRollouts``; exact only for
+  the reprefill semantics, so a canonical run is refused there unless ``allow_approximate``); the
+  engine's inserted headers carry no loss (``env_mask``); each process samples its own whole groups,
+  each prompt seeded by its global position in the batch, so the samples do not depend on the number
+  of processes (``split_groups``, ``rollouts.rollout_seeds``);
 - the structural filter runs on every rollout and demands at least one block and a final
   ``\\boxed{}``; truncated rollouts are filtered too (``drop_truncated``). A filtered rollout's
   reward is ``None``: it is left out of the group mean and the batch std, its advantage is 0 and
@@ -28,16 +32,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from trl import GRPOTrainer
 
 from ..engine import Generation, SamplingParams, TorchEngine
+from ..engine.exactness import CLIENT_EXACT, checkpoint_semantics
 from ..format import StructuralFilter, Verdict, get_profile
-from ..view.semantics import read_semantics
+from ..view.semantics import SEMANTICS_KEY, read_semantics
 from .logprobs import completion_logprobs, score_rows
 from .papo_config import PAPOConfig
 from .rewards import papo_reward
+from .rollouts import ServerRollouts, rollout_seeds
 
 ONPOLICY_METRIC = "npr/onpolicy_max_abs_diff"
 
@@ -58,12 +63,6 @@ def split_groups(prompts: list, num_generations: int) -> list:
         if any(p != head for p in prompts[g * num_generations : (g + 1) * num_generations]):
             raise ValueError(f"rollout entries {g * num_generations}.. are not {num_generations} copies of one prompt")
     return heads
-
-
-def rollout_seeds(seed: int, step: int, process_index: int, count: int) -> list[int]:
-    """One sampling seed per local prompt, distinct across steps and processes, reproducible from ``seed``."""
-    state = np.random.SeedSequence([seed, step, process_index]).generate_state(count, dtype=np.uint32)
-    return [int(s) for s in state]
 
 
 def papo_filter(profile: str) -> StructuralFilter:
@@ -108,6 +107,17 @@ class PAPOTrainer(GRPOTrainer):
         if reward_funcs is None:
             reward = functools.partial(papo_reward, grade_timeout=args.grade_timeout)
             reward_funcs = [functools.update_wrapper(reward, papo_reward)]
+        self.server_rollouts: ServerRollouts | None = None
+        if args.on_servers:
+            checkpoint_semantics(  # a server re-reads at joins: exact for the reprefill semantics only
+                {SEMANTICS_KEY: args.recorded_semantics},
+                where=model.name_or_path or "the policy",
+                engine=args.rollout_engine,
+                exact=CLIENT_EXACT,
+                allow_approximate=args.allow_approximate,
+            )
+            self.server_rollouts = ServerRollouts(args, model.name_or_path)
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), self.server_rollouts]
         super().__init__(
             model=model,
             reward_funcs=reward_funcs,
@@ -117,8 +127,9 @@ class PAPOTrainer(GRPOTrainer):
             rollout_func=self._rollout,
             **kwargs,
         )
-        # Rollouts are decoded in the semantics log π is recomputed in (npr-compat decodes as canonical).
-        self._engine = TorchEngine(self.model, processing_class, semantics=args.recorded_semantics)
+        self._engine = None
+        if not args.on_servers:  # decodes in the semantics log π is recomputed in (npr-compat: as canonical)
+            self._engine = TorchEngine(self.model, processing_class, semantics=args.recorded_semantics)
 
     # --- rollouts -----------------------------------------------------------------------------
     def _prompt_text(self, prompt: Any) -> str:
@@ -139,11 +150,15 @@ class PAPOTrainer(GRPOTrainer):
             max_depth=args.max_depth,
             max_branch_tokens=args.max_branch_tokens,
         )
-        seeds = rollout_seeds(args.seed, self.state.global_step, self.accelerator.process_index, len(unique))
-        policy = self.accelerator.unwrap_model(self.model)
-        self._engine.model = policy
-        with attention_kernel(policy, "sdpa"):
-            gens = self._engine.generate(unique, params, seeds=seeds)
+        first = self.accelerator.process_index * len(unique)  # every process holds as many prompts
+        seeds = rollout_seeds(args.seed, self.state.global_step, first, len(unique))
+        if self.server_rollouts is not None:
+            gens = self.server_rollouts.generate(self, unique, params, seeds)
+        else:
+            policy = self.accelerator.unwrap_model(self.model)
+            self._engine.model = policy
+            with attention_kernel(policy, "sdpa"):
+                gens = self._engine.generate(unique, params, seeds=seeds)
         kept = self._keep(gens)
         return {
             "prompt_ids": [g.prompt_ids for g in gens],

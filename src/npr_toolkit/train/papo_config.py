@@ -17,12 +17,13 @@ from trl import GRPOConfig
 
 from ..format import get_profile
 from .config import DeviceFields, SemanticsFields, check_whole_groups, resolve_device_defaults
+from .rollouts import RolloutFields
 
 ATTN_IMPLEMENTATIONS = ("flex_attention", "sdpa", "eager")
 
 
 @dataclass
-class PAPOConfig(SemanticsFields, DeviceFields, GRPOConfig):
+class PAPOConfig(RolloutFields, SemanticsFields, DeviceFields, GRPOConfig):
     learning_rate: float = field(default=1e-7, metadata={"help": "PAPO learning rate (paper: 1e-7)."})
     num_generations: int = field(default=16, metadata={"help": "Samples per prompt (paper: 16)."})
     per_device_train_batch_size: int = field(
@@ -79,6 +80,7 @@ class PAPOConfig(SemanticsFields, DeviceFields, GRPOConfig):
         super().__post_init__()
         check_on_policy(self)
         check_whole_groups(self)
+        self.check_rollout_fields()
         get_profile(self.filter_profile)  # an unknown profile is a ValueError naming the choices
         self.resolve_semantics(None)  # unset: the checkpoint's, once the policy is loaded (rl.run_rl)
         if self.loss_type == "cispo" and (self.epsilon_high or 0) < 1:

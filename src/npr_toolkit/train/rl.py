@@ -5,23 +5,29 @@ input fails before a model loads), checks that the problems fill at least one st
 policy with float32 master weights (``bf16`` only turns on autocast for compute: an AdamW update at
 PAPO's lr 1e-7 is far below bf16's resolution and would leave almost every weight unchanged),
 builds the stage's trainer, trains and saves model, tokenizer and trainer state (whose log history
-the CLI summarises). A run that took no optimizer step is an input error and saves nothing.
+the CLI summarises). A run that took no optimizer step is an input error and saves nothing. Under
+``accelerate launch`` every process runs this; the checkpoint is written once, by the main process,
+which alone reports (``processes.py``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from transformers import TrainerCallback
 
 from ..data.io import InputError
 from ..data.problems import read_problems
 from ..data.prompts import load_template, user_message
+from ..engine import SemanticsError
 from ..view.semantics import read_semantics, record_semantics
 from .config import load_config
 from .loading import load_pretrained
+from .processes import quiet_replicas, save_once
 from .progress import show_progress
 
 logger = logging.getLogger(__name__)
@@ -67,6 +73,7 @@ def run_rl(
     out: str | Path,
     config: str | Path | None = None,
     template: str | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
     **overrides: Any,
 ) -> Path:
     """Train one RL stage on ``problems`` and save it to ``out``.
@@ -76,14 +83,17 @@ def run_rl(
         build_trainer: ``(model=, args=, train_dataset=, processing_class=) -> trainer``.
         template: a prompt template with ``{problem}``; default: the config's ``prompt_file`` or the
             NPR instruction.
+        callbacks: more ``TrainerCallback``s for the trainer (trackers, probes).
 
     Raises:
-        InputError: bad config, problems or model, too few problems for one step, or no step taken.
+        InputError: bad config, problems or model, too few problems for one step, no step taken, or
+            server rollouts for a model they cannot sample exactly (without ``allow_approximate``).
     """
     import torch
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     cfg = load_config(config_cls, config, output_dir=str(out), **overrides)
+    quiet_replicas(cfg)
     dataset = problem_dataset(read_problems(problems), template or load_template(cfg.prompt_file))
     check_fills_a_step(cfg, len(dataset), str(problems))
     attn = getattr(cfg, "attn_implementation", None) or "sdpa"
@@ -94,7 +104,12 @@ def run_rl(
     elif cfg.recorded_semantics != checkpoint:
         logger.warning("%s was trained %s; this run trains %s and records it", model, checkpoint, cfg.semantics)
     record_semantics(policy.config, cfg.recorded_semantics)  # every checkpoint this run writes carries it
-    trainer = build_trainer(model=policy, args=cfg, train_dataset=dataset, processing_class=tokenizer)
+    try:
+        trainer = build_trainer(model=policy, args=cfg, train_dataset=dataset, processing_class=tokenizer)
+    except SemanticsError as error:
+        raise InputError(str(error)) from None
+    for callback in callbacks:
+        trainer.add_callback(callback)
     show_progress(trainer)  # a bar with loss and reward instead of raw log dicts
     trainer.train()
     if trainer.state.global_step == 0:
@@ -102,7 +117,5 @@ def run_rl(
             f"{problems}: training took no optimizer step (max_steps {cfg.max_steps}, num_train_epochs "
             f"{cfg.num_train_epochs}); nothing was saved"
         )
-    trainer.save_model(str(out))
-    trainer.save_state()
-    tokenizer.save_pretrained(str(out))
+    save_once(trainer, str(out))
     return Path(out)

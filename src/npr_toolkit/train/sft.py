@@ -11,7 +11,9 @@ FlexAttention BlockMask works and the ``num_tokens`` metric counts tokens (docs/
 ``run_sft(model, data, out)`` is the whole stage: load model + tokenizer, add the tag tokens, read and
 check the records (bad, too long or malformed ones are counted and reported, never silently dropped),
 record the semantics in the model's config (so every checkpoint, intermediate ones included, carries
-``npr_semantics``), train, save model + tokenizer + ``sft_report.json`` to ``out``.
+``npr_semantics``), train, save model + tokenizer + ``sft_report.json`` to ``out``. Under
+``accelerate launch`` every process runs it; the main process alone warns, writes and reports
+(``processes.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 import torch
 from pydantic import BaseModel, ValidationError
+from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from npr_toolkit.data.io import InputError, read_records, write_json_atomic
@@ -34,6 +37,7 @@ from npr_toolkit.view.batch import Attention
 from npr_toolkit.view.semantics import read_semantics, record_semantics
 
 from .loading import load_pretrained
+from .processes import quiet_replicas, save_once
 from .progress import show_progress
 from .sft_config import NPRSFTConfig, load_sft_config
 
@@ -215,6 +219,7 @@ def run_sft(
     data: str | Path | Sequence[Mapping[str, Any]],
     out: str | Path,
     config: NPRSFTConfig | str | Path | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
     **overrides: Any,
 ) -> Path:
     """Fine-tune ``model`` on the Beta corpus ``data`` with the parallel view; save to ``out``.
@@ -224,6 +229,7 @@ def run_sft(
         data: Beta JSONL / JSON / parquet / saved dataset, or in-memory Beta records.
         out: output folder: the checkpoint (model + tokenizer), trainer state and ``sft_report.json``.
         config: an ``NPRSFTConfig``, a YAML file of its fields, or None for the defaults.
+        callbacks: more ``TrainerCallback``s for the trainer (trackers, probes).
         **overrides: config fields that win over ``config`` (e.g. ``max_steps=100``).
 
     Returns:
@@ -244,6 +250,7 @@ def run_sft(
             raise InputError(f"options: {exc}") from None
     else:
         config = load_sft_config(config, output_dir=str(out), **overrides)
+    quiet_replicas(config)
 
     records = list(_beta_records(data))  # read first: a missing file fails before the model loads
     model_obj, tokenizer = load_model(model, config)
@@ -276,13 +283,13 @@ def run_sft(
         train_dataset=Dataset.from_list(examples),
         processing_class=tokenizer,
         data_collator=collator,
+        callbacks=list(callbacks) or None,
     )
     show_progress(trainer, "sft")
     started = time.perf_counter()
     result = trainer.train()
     runtime = time.perf_counter() - started
-    trainer.save_model(str(out))
-    trainer.save_state()
+    save_once(trainer, str(out))
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     report = SFTReport(
         model=str(model),
@@ -301,5 +308,7 @@ def run_sft(
         train_loss=result.training_loss,
         runtime_s=round(runtime, 3),
     )
-    write_json_atomic(out / REPORT_NAME, report.model_dump())
+    if trainer.is_world_process_zero():
+        write_json_atomic(out / REPORT_NAME, report.model_dump())
+    trainer.accelerator.wait_for_everyone()
     return out

@@ -2,11 +2,14 @@
 
 Run: ``npr train zero --model M --problems P.jsonl --out DIR [--config configs/zero.yaml]``.
 
-TRL's ``GRPOTrainer`` with ordinary sequential sampling (the model cannot decode in parallel yet),
-DAPO's settings (token-level loss, asymmetric clip 0.2/0.28, no KL, overlong completions masked),
-the paper's format-discovery reward (``rewards.py``: correctness counts only once the format check
-passes) and, as an option, DAPO's dynamic sampling: groups whose rewards are all equal carry no
-advantage, so they are dropped and the batch is refilled with groups of fresh prompts.
+TRL's ``GRPOTrainer`` with ordinary sequential sampling (the model cannot decode in parallel yet):
+TRL's own generation, or SGLang / OpenAI-compatible servers that get the new weights before every
+rollout (``rollout_engine``, ``rollouts.ServerRollouts``; plain text has no join, so a server samples
+it exactly whatever the semantics). DAPO's settings (token-level loss, asymmetric clip 0.2/0.28, no
+KL, overlong completions masked), the paper's format-discovery reward (``rewards.py``: correctness
+counts only once the format check passes) and, as an option, DAPO's dynamic sampling: groups whose
+rewards are all equal carry no advantage, so they are dropped and the batch is refilled with groups
+of fresh prompts.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from typing import Any
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
+from ..engine import SamplingParams
 from .config import DeviceFields, SemanticsFields, check_whole_groups, resolve_device_defaults
 from .rl import run_rl
+from .rollouts import RolloutFields, ServerRollouts, rollout_seeds
 
 
 @dataclass
-class ZeroConfig(SemanticsFields, DeviceFields, GRPOConfig):
+class ZeroConfig(RolloutFields, SemanticsFields, DeviceFields, GRPOConfig):
     loss_type: str = field(default="dapo", metadata={"help": "DAPO: token-level policy-gradient loss."})
     epsilon: float = field(default=0.2, metadata={"help": "Lower clip (DAPO)."})
     epsilon_high: float = field(default=0.28, metadata={"help": "Clip-higher (DAPO)."})
@@ -57,6 +62,20 @@ class ZeroConfig(SemanticsFields, DeviceFields, GRPOConfig):
         self.resolve_semantics(
             None
         )  # unset: the checkpoint's (Zero samples plain text; the record is for later stages)
+        self.check_rollout_fields()
+        if self.on_servers:
+            unsupported = {
+                "min_p": self.min_p is not None,
+                "repetition_penalty": self.repetition_penalty != 1.0,
+                "generation_kwargs": bool(self.generation_kwargs),
+                "use_vllm": self.use_vllm,
+            }
+            for name, is_set in unsupported.items():
+                if is_set:
+                    raise ValueError(
+                        f"{name}: rollout_engine {self.rollout_engine} samples with temperature, top_p and top_k only; "
+                        f"unset {name}"
+                    )
         if self.dynamic_sampling:
             check_whole_groups(self)  # groups are dropped whole on each process
             if self.scale_rewards == "batch":
@@ -69,7 +88,41 @@ class ZeroConfig(SemanticsFields, DeviceFields, GRPOConfig):
 
 
 class ZeroTrainer(GRPOTrainer):
-    """``GRPOTrainer`` with DAPO's dynamic sampling as an option (``ZeroConfig.dynamic_sampling``)."""
+    """``GRPOTrainer`` with rollouts on servers (``ZeroConfig.rollout_engine``) and DAPO's dynamic sampling
+    (``ZeroConfig.dynamic_sampling``) as options."""
+
+    def __init__(self, model, args: ZeroConfig, **kwargs: Any):
+        self.server_rollouts = ServerRollouts(args, model.name_or_path) if args.on_servers else None
+        if self.server_rollouts is not None:
+            kwargs["rollout_func"] = self._server_rollout
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), self.server_rollouts]
+        super().__init__(model=model, args=args, **kwargs)
+
+    def _server_rollout(self, prompts: list, trainer: GRPOTrainer) -> dict[str, Any]:
+        """One plain-text sample per entry, on the servers, seeded by the entry's global position."""
+        args: ZeroConfig = self.args
+        texts = [
+            p
+            if isinstance(p, str)
+            else self.processing_class.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+            for p in prompts
+        ]
+        params = SamplingParams(
+            max_new_tokens=args.max_completion_length,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k or 0,
+            parallel=False,
+        )
+        seeds = rollout_seeds(
+            args.seed, self.state.global_step, self.accelerator.process_index * len(texts), len(texts)
+        )
+        gens = self.server_rollouts.generate(self, texts, params, seeds)
+        return {
+            "prompt_ids": [g.prompt_ids for g in gens],
+            "completion_ids": [g.completion_ids for g in gens],
+            "logprobs": [g.logprobs for g in gens],
+        }
 
     def _generate_and_score_completions(self, inputs: list[dict]) -> dict:
         output = super()._generate_and_score_completions(inputs)
