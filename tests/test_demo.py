@@ -77,3 +77,52 @@ def test_parallel_decoding_takes_fewer_steps_than_serial_branches(demo):
         assert rows[stage]["ideal_speedup"] > 1
         speedup = json.loads((out / folder / "results.json").read_text())["speedup"]
         assert speedup["steps"] > 1  # counted in forward passes, not seconds: the same on any machine
+
+
+# --- npr demo --semantics reprefill: the path a GPU user takes with a real SGLang server -----------------
+TINY = dict(
+    train_problems=300,
+    heldout_problems=8,
+    rollouts_per_problem=2,
+    sft_steps=60,
+    sft_batch=32,
+    papo_steps=2,
+    papo_prompts=2,
+    papo_samples=4,
+    eval_samples=1,
+    speed_problems=2,
+)
+
+
+@pytest.fixture(scope="module")
+def served_demo(tmp_path_factory):
+    """The quick demo's stages at a tiny scale (what is checked here is the route, not the numbers)."""
+    from npr_toolkit import demo as demo_module
+
+    out = tmp_path_factory.mktemp("demo-reprefill")
+    patch = pytest.MonkeyPatch()
+    patch.setattr(demo_module, "QUICK", demo_module.DemoScale(**TINY))
+    try:
+        args = ["demo", "--quick", "--semantics", "reprefill", "--out", str(out), "--format", "json"]
+        result = CliRunner().invoke(app, args)
+    finally:
+        patch.undo()
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    return out, summary, {row["stage"]: row for row in summary["rows"]}
+
+
+def test_reprefill_demo_trains_reprefill_and_decodes_through_npr_serve(served_demo):
+    out, summary, rows = served_demo
+    assert summary["semantics"] == "reprefill"
+    for name in ("sft", "papo"):  # both checkpoints record what they were trained to compute
+        assert json.loads((out / name / "config.json").read_text())["npr_semantics"] == "reprefill"
+    assert rows["base model"]["engine"] == "torch"
+    assert rows["SFT (NPR-Beta)"]["engine"] == rows["PAPO (NPR)"]["engine"] == "sglang"
+    for folder in ("eval-sft", "eval-papo", "speed-papo"):
+        assert json.loads((out / folder / "settings.json").read_text())["engine"] == "sglang"
+    assert list((out / "weights").iterdir()), "PAPO pushed no weights to the server"
+    steps = [e for e in json.loads((out / "papo" / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    assert len(steps) == TINY["papo_steps"]
+    # Rollouts sampled by the server, log π recomputed by the trainer's reprefill view: the same numbers.
+    assert all(step["npr/onpolicy_max_abs_diff"] < 1e-4 for step in steps), steps

@@ -18,11 +18,12 @@ and ``bench/demo_seeds.py`` measures the SFT -> PAPO change over several seeds.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel
 
@@ -87,6 +88,7 @@ class StageRow(BaseModel):
     ideal_speedup: float | None = None
     measured_speedup: float | None = None
     acceptance: float | None = None
+    engine: str = ""  # what decoded the row's samples: torch, or the SGLang backend against npr serve
     seconds: float = 0.0  # the stage and its evaluation
 
 
@@ -94,6 +96,7 @@ class DemoResult(BaseModel):
     out: str
     quick: bool
     seed: int
+    semantics: str = "canonical"
     rows: list[StageRow]
     seconds: float  # the whole run, end to end
     paths: dict[str, str]
@@ -130,13 +133,24 @@ def _zero_stand_in(problems: list[dict[str, str]], per_problem: int, seed: int, 
 
 
 def _evaluate(
-    stage: str, model: Path, out: Path, scale: DemoScale, heldout: Path, template: Path, seed: int, speed: bool = True
+    stage: str,
+    model: Path,
+    out: Path,
+    scale: DemoScale,
+    heldout: Path,
+    template: Path,
+    seed: int,
+    speed: bool = True,
+    server: str | None = None,
 ) -> StageRow:
     """Held-out accuracy/format/parallelism (batched, temperature 1), then latency: one prompt at a
-    time, parallel engine vs the same trees decoded branch after branch (the fair baseline)."""
+    time, parallel engine vs the same trees decoded branch after branch (the fair baseline). With
+    ``server``, decoded by the SGLang backend against it (as on a stock SGLang server), else in process."""
     from .eval.run import EvalConfig, run_eval
 
+    via = {"engine": "sglang", "server": server} if server else {}
     common = dict(
+        **via,
         bench=str(heldout),
         model=str(model),
         max_new_tokens=MAX_NEW_TOKENS,
@@ -154,6 +168,7 @@ def _evaluate(
         accuracy=metrics.avg_at_k,
         format_valid=metrics.format_valid.get("strict"),
         parallel_rate=metrics.parallel_trigger_rate,
+        engine="sglang" if server else "torch",
     )
     if speed:
         timing = run_eval(
@@ -165,8 +180,33 @@ def _evaluate(
     return row
 
 
-def run_demo(out: str | Path = "demo-out", quick: bool = False, seed: int = 0, log: Log = print) -> DemoResult:
+@contextlib.contextmanager
+def _serving(model: Path, served: bool) -> Iterator[str | None]:
+    """``npr serve`` over ``model`` in a thread (its URL), when the stage decodes as on a stock server."""
+    if not served:
+        yield None
+        return
+    from .engine import TorchEngine
+    from .serve import ServeConfig, Server
+
+    engine = TorchEngine.from_pretrained(str(model), device="cpu", dtype="float32")
+    with Server(engine, ServeConfig(port=0, max_queue=4096, max_outputs=4096)) as url:
+        yield url
+
+
+def run_demo(
+    out: str | Path = "demo-out",
+    quick: bool = False,
+    seed: int = 0,
+    log: Log = print,
+    semantics: Literal["canonical", "reprefill"] = "canonical",
+) -> DemoResult:
     """Run every stage into ``out`` and return the final table's rows.
+
+    ``semantics`` is what SFT trains (docs/design.md §3, §3b). With ``reprefill`` the model is then decoded
+    as on a stock SGLang server: PAPO's rollouts and the evaluations of SFT and PAPO go through the SGLang
+    backend against ``npr serve`` (its ``/generate``, in a thread), with PAPO pushing its weights to the
+    server before every rollout; with ``canonical`` everything decodes in process with the torch engine.
 
     On one torch thread: the toy model's matrices are too small to gain from a second one, which only
     spin-waits when the machine is busy, and the numbers then do not depend on the machine's core count
@@ -181,12 +221,12 @@ def run_demo(out: str | Path = "demo-out", quick: bool = False, seed: int = 0, l
     torch.set_num_threads(1)
     try:
         with quiet_libraries():
-            return _run_stages(Path(out), QUICK if quick else FULL, quick, seed, log)
+            return _run_stages(Path(out), QUICK if quick else FULL, quick, seed, log, semantics)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_stages(out: Path, scale: DemoScale, quick: bool, seed: int, log: Log) -> DemoResult:
+def _run_stages(out: Path, scale: DemoScale, quick: bool, seed: int, log: Log, semantics: str) -> DemoResult:
     import torch
 
     from .data.distill import DistillConfig, run_distill
@@ -255,38 +295,52 @@ def _run_stages(out: Path, scale: DemoScale, quick: bool, seed: int, log: Log) -
         save_strategy="no",
         logging_steps=50,
         disable_tqdm=True,
+        semantics=semantics,
     )
-    row = _evaluate("SFT (NPR-Beta)", sft, out, scale, heldout, template, seed)
+    served = semantics == "reprefill"  # decoded as on a stock server: through npr serve, as a GPU user would
+    with _serving(sft, served) as url:
+        row = _evaluate("SFT (NPR-Beta)", sft, out, scale, heldout, template, seed, server=url)
     row.seconds = time.perf_counter() - started
     rows.append(row)
     paths["sft"] = str(sft)
 
     # 5. PAPO
     started = stage("npr train papo: parallel-engine rollouts, on-policy PG, then held-out eval")
-    papo = run_papo(
-        sft,
-        train,
-        out / "papo",
-        template=PROMPT_TEMPLATE,
-        max_steps=scale.papo_steps,
-        per_device_train_batch_size=scale.papo_prompts * scale.papo_samples,
-        num_generations=scale.papo_samples,
-        learning_rate=1e-4,
-        lr_scheduler_type="constant",
-        max_completion_length=MAX_NEW_TOKENS,
-        use_cpu=True,
-        save_strategy="no",
-        seed=seed,
-        disable_tqdm=True,
-    )
-    row = _evaluate("PAPO (NPR)", papo, out, scale, heldout, template, seed)
+    with _serving(sft, served) as url:
+        # On a server, the trainer pushes its weights there (a shared folder) before every rollout.
+        rollouts = {"rollout_engine": "sglang", "rollout_servers": [url], "weight_sync_dir": str(out / "weights")}
+        papo = run_papo(
+            sft,
+            train,
+            out / "papo",
+            template=PROMPT_TEMPLATE,
+            **(rollouts if url else {}),
+            max_steps=scale.papo_steps,
+            per_device_train_batch_size=scale.papo_prompts * scale.papo_samples,
+            num_generations=scale.papo_samples,
+            learning_rate=1e-4,
+            lr_scheduler_type="constant",
+            max_completion_length=MAX_NEW_TOKENS,
+            use_cpu=True,
+            save_strategy="no",
+            seed=seed,
+            disable_tqdm=True,
+        )
+    with _serving(papo, served) as url:
+        row = _evaluate("PAPO (NPR)", papo, out, scale, heldout, template, seed, server=url)
     row.seconds = time.perf_counter() - started
     rows.append(row)
     paths["papo"] = str(papo)
     paths |= {f"eval_{name}": str(out / f"eval-{name}") for name in ("base", "sft", "papo")}
 
     result = DemoResult(
-        out=str(out), quick=quick, seed=seed, rows=rows, seconds=time.perf_counter() - began, paths=paths
+        out=str(out),
+        quick=quick,
+        seed=seed,
+        semantics=semantics,
+        rows=rows,
+        seconds=time.perf_counter() - began,
+        paths=paths,
     )
     write_json_atomic(out / "demo.json", result.model_dump(mode="json"))
     return result
@@ -307,13 +361,15 @@ def demo_table(result: DemoResult) -> Table:
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
-        title=f"npr demo ({'quick' if result.quick else 'full'}, seed {result.seed}): {result.out}",
+        title=f"npr demo ({'quick' if result.quick else 'full'}, {result.semantics}, seed {result.seed}): {result.out}",
     )
-    for column in ("stage", "accuracy", "valid", "parallel", "ideal", "measured", "kept", "time"):
-        table.add_column(column, justify="left" if column == "stage" else "right", no_wrap=True)
+    columns = ("stage", "engine", "accuracy", "valid", "parallel", "ideal", "measured", "kept", "time")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("stage", "engine") else "right", no_wrap=True)
     for row in result.rows:
         table.add_row(
             row.stage,
+            row.engine,
             pct(row.accuracy),
             pct(row.format_valid),
             pct(row.parallel_rate),
@@ -323,7 +379,7 @@ def demo_table(result: DemoResult) -> Table:
             f"{row.seconds:.0f}s",
         )
     table.add_section()
-    table.add_row("total", *[""] * 6, f"{result.seconds:.0f}s")
+    table.add_row("total", *[""] * 7, f"{result.seconds:.0f}s")
     return table
 
 
@@ -331,5 +387,7 @@ LEGEND = (
     "accuracy: held-out avg@k at temperature 1 (NPR-Zero: its rollouts, graded); valid: strict format profile "
     "(NPR-Zero: before distill filters); parallel: samples with a block of width >= 2; ideal/measured: speed-up "
     "of the parallel engine over the same prompts decoded branch after branch (tokens / critical path; latency, "
-    "one prompt at a time); kept: the share of rollouts distill keeps; time: the stage with its evaluation."
+    "one prompt at a time); kept: the share of rollouts distill keeps; engine: what decoded the row's samples "
+    "(torch: in process; sglang: the SGLang backend against npr serve, as on a stock SGLang server); time: the "
+    "stage with its evaluation."
 )

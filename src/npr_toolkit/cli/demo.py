@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -26,6 +26,14 @@ def demo(
         typer.Option("--quick", help="Smaller stages: ~9 min instead of 11-22 min (measured on a busy 2-core VM)."),
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every stage.")] = 0,
+    semantics: Annotated[
+        Literal["canonical", "reprefill"],
+        typer.Option(
+            "--semantics",
+            help="What SFT trains. reprefill: PAPO's rollouts and the evaluations then go through `npr serve` and "
+            "the SGLang backend, the path a GPU user takes with a real SGLang server (the table's engine column).",
+        ),
+    ] = "canonical",
     output_format: OutputFormat = "text",
 ) -> None:
     """Run NPR end to end on a toy task: base model, NPR-Zero stand-in, distill, SFT, PAPO, eval.
@@ -37,7 +45,9 @@ def demo(
 
     def job() -> DemoResult:
         check_outputs(inputs={}, folders={"--out": out})
-        return run_demo(out, quick=quick, seed=seed, log=console.print)  # on stderr with --format json
+        return run_demo(
+            out, quick=quick, seed=seed, log=console.print, semantics=semantics
+        )  # on stderr with --format json
 
     finish(job, output_format, text=_print_table, data=lambda r: r.model_dump(mode="json"))
 
