@@ -18,25 +18,10 @@ from npr_toolkit.format.tags import JOIN_HEADER, STEP_CLOSE, branch_header
 from npr_toolkit.serve import ServeConfig, Server
 from npr_toolkit.view import build_view, collate, tag_vocab
 
-from .format_model import format_model
-
 TOL = 1e-4  # docs/design.md §3: exact semantics, float32
-QUESTIONS = ("Compute: (1+2)+(3+4)", "x", "what is 3*4?")
+QUESTIONS = ("Compute: (1+2)+(3+4)", "x", "what is 3*4?")  # the ``prompts`` fixture (conftest.py)
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(scope="module")
-def model(toy_tokenizer):
-    return format_model(toy_tokenizer)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, model, toy_tokenizer) -> str:
-    folder = tmp_path_factory.mktemp("format-model")
-    model.save_pretrained(folder)
-    toy_tokenizer.save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")
@@ -48,16 +33,6 @@ def server(model, toy_tokenizer) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def engine(model_dir, server) -> SGLangEngine:
     return SGLangEngine(model_dir, server_url=server, allow_approximate=True)  # a canonical checkpoint
-
-
-@pytest.fixture(scope="module")
-def prompts(engine) -> list[str]:
-    return [engine.format_chat([{"role": "user", "content": q}]) for q in QUESTIONS]
-
-
-@pytest.fixture(scope="module")
-def parallel(engine, prompts) -> list[Generation]:
-    return engine.generate(prompts, SamplingParams(max_new_tokens=160, seed=1, n=3))
 
 
 def view_logprobs(model, tokenizer, gen: Generation) -> list[float]:
