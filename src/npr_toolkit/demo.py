@@ -213,9 +213,14 @@ def _run_stages(out: Path, scale: DemoScale, quick: bool, seed: int, log: Log) -
     write_jsonl_atomic(heldout, make_problems(scale.heldout_problems, split="heldout", seed=seed))
     template = out / "prompt.txt"
     template.write_text(PROMPT_TEMPLATE, encoding="utf-8")
-    base_row = _evaluate("base model", base, out, scale, heldout, template, seed, speed=False)
-    base_row.seconds = time.perf_counter() - started
-    rows.append(base_row)
+
+    def evaluated(name: str, model: Path, started: float, speed: bool = True) -> None:
+        """The held-out row of a stage's model; its time includes the stage's training."""
+        row = _evaluate(name, model, out, scale, heldout, template, seed, speed)
+        row.seconds = time.perf_counter() - started
+        rows.append(row)
+
+    evaluated("base model", base, started, speed=False)
 
     # 2. NPR-Zero stand-in
     started = stage("NPR-Zero stand-in: noisy format trajectories")
@@ -238,7 +243,8 @@ def _run_stages(out: Path, scale: DemoScale, quick: bool, seed: int, log: Log) -
     )
     paths["beta"] = str(beta)
 
-    # 4. SFT on the parallel view
+    # 4. SFT on the parallel view (both trainings: CPU, constant rate, no mid-run checkpoint, no bars)
+    on_cpu = dict(use_cpu=True, lr_scheduler_type="constant", save_strategy="no", seed=seed, disable_tqdm=True)
     started = stage("npr train sft: parallel view on TRL's SFTTrainer, then held-out eval")
     sft = run_sft(
         base,
@@ -247,18 +253,12 @@ def _run_stages(out: Path, scale: DemoScale, quick: bool, seed: int, log: Log) -
         max_steps=scale.sft_steps,
         per_device_train_batch_size=scale.sft_batch,
         learning_rate=2e-3,
-        lr_scheduler_type="constant",
         warmup_steps=0,
         weight_decay=0.0,
-        seed=seed,
-        use_cpu=True,
-        save_strategy="no",
         logging_steps=50,
-        disable_tqdm=True,
+        **on_cpu,
     )
-    row = _evaluate("SFT (NPR-Beta)", sft, out, scale, heldout, template, seed)
-    row.seconds = time.perf_counter() - started
-    rows.append(row)
+    evaluated("SFT (NPR-Beta)", sft, started)
     paths["sft"] = str(sft)
 
     # 5. PAPO
@@ -272,16 +272,10 @@ def _run_stages(out: Path, scale: DemoScale, quick: bool, seed: int, log: Log) -
         per_device_train_batch_size=scale.papo_prompts * scale.papo_samples,
         num_generations=scale.papo_samples,
         learning_rate=1e-4,
-        lr_scheduler_type="constant",
         max_completion_length=MAX_NEW_TOKENS,
-        use_cpu=True,
-        save_strategy="no",
-        seed=seed,
-        disable_tqdm=True,
+        **on_cpu,
     )
-    row = _evaluate("PAPO (NPR)", papo, out, scale, heldout, template, seed)
-    row.seconds = time.perf_counter() - started
-    rows.append(row)
+    evaluated("PAPO (NPR)", papo, started)
     paths["papo"] = str(papo)
     paths |= {f"eval_{name}": str(out / f"eval-{name}") for name in ("base", "sft", "papo")}
 
