@@ -14,9 +14,9 @@ import pytest
 from npr_toolkit.engine import SamplingParams, TorchEngine, load_engine
 from npr_toolkit.engine.http_client import ServerError
 from npr_toolkit.engine.openai_engine import OpenAIEngine
-from npr_toolkit.format import parse
 from npr_toolkit.serve import ServeConfig, Server
 
+from .checks import assert_fork_join_well_formed
 from .references import REFERENCES
 
 TOL = 1e-4
@@ -38,14 +38,7 @@ def engine(reprefill_model_dir, url) -> OpenAIEngine:
 
 def test_fork_join_generations_are_well_formed(parallel) -> None:
     assert len(parallel) == len(QUESTIONS) * 3
-    assert any(max(g.stats.widths, default=0) >= 2 for g in parallel), "no sample forked into several branches"
-    for gen in parallel:
-        assert gen.finish_reason == "stop", gen.finish_detail
-        tree = parse(gen.text).tree
-        assert tree is not None, gen.text
-        assert gen.stats.widths == [block.width for block in tree.blocks]
-        assert gen.stats.total_tokens == len(gen.completion_ids)
-        assert gen.inserted == [lp is None for lp in gen.logprobs]
+    assert_fork_join_well_formed(parallel)
 
 
 @pytest.mark.parametrize("reference", list(REFERENCES))

@@ -20,10 +20,10 @@ from npr_toolkit.engine.sglang_engine import SGLangEngine
 from npr_toolkit.serve import ServeConfig, Server
 from npr_toolkit.view.semantics import record_semantics
 
-from .compare import same
+from .checks import same
 from .format_model import format_model
 from .references import REFERENCES, Reference, reprefill_reference
-from .scripted import Block, Script, Steer, Wander, random_script
+from .scripted import WIDTH_CASES, Block, Script, Steer, Wander, random_script
 
 TOL = 1e-4  # docs/design.md §3b: engine vs recomputation, float32
 QUESTIONS = ("1+2", "what is 3*4 + 5?", "x", "Compute (12+7)*(3-1) in a <step> or two </step>, then box it.")
@@ -42,17 +42,6 @@ def worst(model, tokenizer, gens: list[Generation], reference_of: Reference = re
 
 
 # --- the invariant ------------------------------------------------------------------------------------
-WIDTH_CASES = [
-    ((1,), False),
-    ((2,), False),
-    ((3,), True),
-    ((4,), True),
-    ((2, 3), False),
-    ((4, 1), True),
-    ((1, 4), True),
-]
-
-
 @pytest.mark.parametrize("reference", list(REFERENCES))
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("serial", [False, True], ids=["batched", "serial"])

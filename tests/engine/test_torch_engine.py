@@ -16,8 +16,8 @@ import torch
 from npr_toolkit.engine import Generation, SamplingParams, TorchEngine
 from npr_toolkit.view import TreeView, ViewError, build_view, collate, tag_vocab
 
-from .compare import same
-from .scripted import FREE, Block, Script, Steer, Wander, random_script
+from .checks import same
+from .scripted import FREE, WIDTH_CASES, Block, Script, Steer, Wander, random_script
 
 TOL = 1e-4  # docs/design.md §3: engine vs training view, float32
 # The ``prompts`` fixture (conftest.py). Different lengths; the last holds tags, which in a prompt are plain
@@ -137,17 +137,6 @@ def greedy_reference(model, prompt_ids: list[int], steps: int, stop: int) -> lis
 
 
 # --- 1. the invariant -------------------------------------------------------------------------------
-WIDTH_CASES = [
-    ((1,), False),
-    ((2,), False),
-    ((3,), True),
-    ((4,), True),
-    ((2, 3), False),
-    ((4, 1), True),
-    ((1, 4), True),
-]
-
-
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("serial", [False, True], ids=["batched", "serial"])
 def test_engine_logprobs_equal_training_view(tok, models, prompts, attn, serial) -> None:
