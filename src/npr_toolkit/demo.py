@@ -253,9 +253,16 @@ def _run_stages(out: Path, scale: DemoScale, quick: bool, seed: int, log: Log, s
     write_jsonl_atomic(heldout, make_problems(scale.heldout_problems, split="heldout", seed=seed))
     template = out / "prompt.txt"
     template.write_text(PROMPT_TEMPLATE, encoding="utf-8")
-    base_row = _evaluate("base model", base, out, scale, heldout, template, seed, speed=False)
-    base_row.seconds = time.perf_counter() - started
-    rows.append(base_row)
+
+    def evaluated(name: str, model: Path, started: float, speed: bool = True, served: bool = False) -> None:
+        """The held-out row of a stage's model; its time includes the stage's training. ``served``: decoded
+        through ``npr serve`` and the SGLang backend, as on a stock server (``--semantics reprefill``)."""
+        with _serving(model, served) as url:
+            row = _evaluate(name, model, out, scale, heldout, template, seed, speed, server=url)
+        row.seconds = time.perf_counter() - started
+        rows.append(row)
+
+    evaluated("base model", base, started, speed=False)
 
     # 2. NPR-Zero stand-in
     started = stage("NPR-Zero stand-in: noisy format trajectories")
@@ -278,7 +285,8 @@ def _run_stages(out: Path, scale: DemoScale, quick: bool, seed: int, log: Log, s
     )
     paths["beta"] = str(beta)
 
-    # 4. SFT on the parallel view
+    # 4. SFT on the parallel view (both trainings: CPU, constant rate, no mid-run checkpoint, no bars)
+    on_cpu = dict(use_cpu=True, lr_scheduler_type="constant", save_strategy="no", seed=seed, disable_tqdm=True)
     started = stage("npr train sft: parallel view on TRL's SFTTrainer, then held-out eval")
     sft = run_sft(
         base,
@@ -287,21 +295,14 @@ def _run_stages(out: Path, scale: DemoScale, quick: bool, seed: int, log: Log, s
         max_steps=scale.sft_steps,
         per_device_train_batch_size=scale.sft_batch,
         learning_rate=2e-3,
-        lr_scheduler_type="constant",
         warmup_steps=0,
         weight_decay=0.0,
-        seed=seed,
-        use_cpu=True,
-        save_strategy="no",
         logging_steps=50,
-        disable_tqdm=True,
         semantics=semantics,
+        **on_cpu,
     )
     served = semantics == "reprefill"  # decoded as on a stock server: through npr serve, as a GPU user would
-    with _serving(sft, served) as url:
-        row = _evaluate("SFT (NPR-Beta)", sft, out, scale, heldout, template, seed, server=url)
-    row.seconds = time.perf_counter() - started
-    rows.append(row)
+    evaluated("SFT (NPR-Beta)", sft, started, served=served)
     paths["sft"] = str(sft)
 
     # 5. PAPO
@@ -319,17 +320,10 @@ def _run_stages(out: Path, scale: DemoScale, quick: bool, seed: int, log: Log, s
             per_device_train_batch_size=scale.papo_prompts * scale.papo_samples,
             num_generations=scale.papo_samples,
             learning_rate=1e-4,
-            lr_scheduler_type="constant",
             max_completion_length=MAX_NEW_TOKENS,
-            use_cpu=True,
-            save_strategy="no",
-            seed=seed,
-            disable_tqdm=True,
+            **on_cpu,
         )
-    with _serving(papo, served) as url:
-        row = _evaluate("PAPO (NPR)", papo, out, scale, heldout, template, seed, server=url)
-    row.seconds = time.perf_counter() - started
-    rows.append(row)
+    evaluated("PAPO (NPR)", papo, started, served=served)
     paths["papo"] = str(papo)
     paths |= {f"eval_{name}": str(out / f"eval-{name}") for name in ("base", "sft", "papo")}
 

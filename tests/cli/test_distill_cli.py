@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,28 @@ def toy_inputs(folder: Path, problems: int, per_problem: int, bad: bool = False)
         records.append({"id": "empty", "problem": "no answer given", "answer": ""})
         rows[3:3] = ["{oops", {"id": "x", "problem_id": "unknown", "prompt": "p", "completion": "c"}, {"id": "y"}]
     return write_lines(folder / "problems.jsonl", records), write_lines(folder / "rollouts.jsonl", rows)
+
+
+def wait_for_two_chunks(process: subprocess.Popen, journal: Path, seconds: float) -> None:
+    """Poll until the running job has journalled two finished chunks (a generous deadline, not a timing test)."""
+    deadline = time.monotonic() + seconds
+    while not (journal.exists() and journal.read_bytes().count(b"\n") >= 2):
+        assert process.poll() is None, "the run ended before it could be stopped"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def assert_same_as_uninterrupted(resumed: Path, command: Callable[[Path], list[str]], clean: Path) -> None:
+    """The same job run without a stop into ``clean`` writes the same bytes as the resumed one, and the same
+    report but for where it wrote (``command(out)``: the job's ``npr-data`` command line)."""
+    uninterrupted = runner.invoke(app, command(clean)[1:])
+    assert uninterrupted.exit_code == 0, uninterrupted.output
+    assert resumed.read_bytes() == clean.read_bytes()
+    reports = [json.loads(Path(f"{out}.report.json").read_text()) for out in (resumed, clean)]
+    for report in reports:
+        report.pop("outputs")
+        report["options"].pop("out")
+    assert reports[0] == reports[1]
 
 
 def test_distill_writes_corpus_report_and_dataset(tmp_path: Path) -> None:
@@ -125,11 +148,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_output(tmp_path: Path) -> Non
         command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     try:
-        deadline = time.monotonic() + 60
-        while not (journal.exists() and journal.read_bytes().count(b"\n") >= 2):
-            assert process.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_for_two_chunks(process, journal, seconds=60)
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # the job and its grading workers
         process.wait()
@@ -140,17 +159,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_output(tmp_path: Path) -> Non
     rerun = subprocess.run(command(killed), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"resumed: {256 * done_before} samples" in " ".join(rerun.stdout.split())
-
-    clean = tmp_path / "clean" / "beta.jsonl"
-    uninterrupted = runner.invoke(app, command(clean)[1:])
-    assert uninterrupted.exit_code == 0, uninterrupted.output
-    assert killed.read_bytes() == clean.read_bytes()
-    killed_report = json.loads(Path(f"{killed}.report.json").read_text())
-    clean_report = json.loads(Path(f"{clean}.report.json").read_text())
-    for report in (killed_report, clean_report):
-        report.pop("outputs")
-        report["options"].pop("out")
-    assert killed_report == clean_report
+    assert_same_as_uninterrupted(killed, command, tmp_path / "clean" / "beta.jsonl")
     assert not Path(f"{killed}.work").exists()
 
 
@@ -199,11 +208,7 @@ def test_ctrl_c_saves_what_was_judged_and_a_rerun_resumes(tmp_path: Path) -> Non
         command(stopped), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
-        deadline = time.monotonic() + 120
-        while not (journal.exists() and journal.read_bytes().count(b"\n") >= 2):
-            assert process.poll() is None, "the run ended before it could be interrupted"
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_for_two_chunks(process, journal, seconds=120)
         os.killpg(process.pid, signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     finally:
@@ -221,11 +226,4 @@ def test_ctrl_c_saves_what_was_judged_and_a_rerun_resumes(tmp_path: Path) -> Non
     rerun = subprocess.run(command(stopped), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"resumed: {saved} samples" in " ".join(rerun.stdout.split())
-    clean = tmp_path / "clean" / "beta.jsonl"
-    assert runner.invoke(app, command(clean)[1:]).exit_code == 0
-    assert stopped.read_bytes() == clean.read_bytes()
-    reports = [json.loads(Path(f"{out}.report.json").read_text()) for out in (stopped, clean)]
-    for report in reports:
-        report.pop("outputs")
-        report["options"].pop("out")
-    assert reports[0] == reports[1]
+    assert_same_as_uninterrupted(stopped, command, tmp_path / "clean" / "beta.jsonl")

@@ -161,6 +161,18 @@ def random_script(rng: random.Random, widths: Sequence[int], *, nested: bool = F
     return Script(trunk=trunk, branches=branches)
 
 
+# (widths, nested) of ``random_script`` that the engines' invariants are checked on: widths 1-4, depth 1-2
+WIDTH_CASES = [
+    ((1,), False),
+    ((2,), False),
+    ((3,), True),
+    ((4,), True),
+    ((2, 3), False),
+    ((4, 1), True),
+    ((1, 4), True),
+]
+
+
 class Wander:
     """A grammar-aware random walk: boosts the tags that are legal next in each lane, hides the others.
 

@@ -11,33 +11,18 @@ from collections.abc import Iterator
 
 import pytest
 
-from npr_toolkit.engine import Generation, SamplingParams, TorchEngine, load_engine
+from npr_toolkit.engine import SamplingParams, TorchEngine, load_engine
 from npr_toolkit.engine.http_client import ServerError
 from npr_toolkit.engine.openai_engine import OpenAIEngine
-from npr_toolkit.format import parse
 from npr_toolkit.serve import ServeConfig, Server
 
-from .format_model import format_model, record_reprefill
+from .checks import assert_fork_join_well_formed
 from .references import REFERENCES
 
 TOL = 1e-4
-QUESTIONS = ("Compute: (1+2)+(3+4)", "x", "what is 3*4?")
+QUESTIONS = ("Compute: (1+2)+(3+4)", "x", "what is 3*4?")  # the ``prompts`` fixture (conftest.py)
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture(scope="module")
-def model(toy_tokenizer):
-    return format_model(toy_tokenizer)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, model, toy_tokenizer) -> str:
-    folder = tmp_path_factory.mktemp("format-model")
-    model.save_pretrained(folder)
-    toy_tokenizer.save_pretrained(folder)
-    record_reprefill(folder)  # what a client backend decodes exactly
-    return str(folder)
 
 
 @pytest.fixture(scope="module")
@@ -47,30 +32,13 @@ def url(model, toy_tokenizer) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def engine(model_dir, url) -> OpenAIEngine:
-    return OpenAIEngine(model_dir, server_url=url, served_model="npr-toy")
-
-
-@pytest.fixture(scope="module")
-def prompts(engine) -> list[str]:
-    return [engine.format_chat([{"role": "user", "content": q}]) for q in QUESTIONS]
-
-
-@pytest.fixture(scope="module")
-def parallel(engine, prompts) -> list[Generation]:
-    return engine.generate(prompts, SamplingParams(max_new_tokens=160, seed=1, n=3))
+def engine(reprefill_model_dir, url) -> OpenAIEngine:
+    return OpenAIEngine(reprefill_model_dir, server_url=url, served_model="npr-toy")
 
 
 def test_fork_join_generations_are_well_formed(parallel) -> None:
     assert len(parallel) == len(QUESTIONS) * 3
-    assert any(max(g.stats.widths, default=0) >= 2 for g in parallel), "no sample forked into several branches"
-    for gen in parallel:
-        assert gen.finish_reason == "stop", gen.finish_detail
-        tree = parse(gen.text).tree
-        assert tree is not None, gen.text
-        assert gen.stats.widths == [block.width for block in tree.blocks]
-        assert gen.stats.total_tokens == len(gen.completion_ids)
-        assert gen.inserted == [lp is None for lp in gen.logprobs]
+    assert_fork_join_well_formed(parallel)
 
 
 @pytest.mark.parametrize("reference", list(REFERENCES))
@@ -100,15 +68,15 @@ def test_token_budgets_end_with_length(engine, prompts) -> None:
     assert all(g.finish_reason == "length" and g.stats.critical_path_tokens <= 6 for g in short)
 
 
-def test_load_engine_selects_the_openai_backend(model_dir, url, prompts) -> None:
-    engine = load_engine(model_dir, backend="openai", server_url=f"{url}/v1")
+def test_load_engine_selects_the_openai_backend(reprefill_model_dir, url, prompts) -> None:
+    engine = load_engine(reprefill_model_dir, backend="openai", server_url=f"{url}/v1")
     assert isinstance(engine, OpenAIEngine)
     (gen,) = engine.generate(prompts[:1], SamplingParams(max_new_tokens=30, seed=0))
     assert gen.completion_ids and gen.finish_reason in ("stop", "length")
 
 
-def test_errors_are_clear(model_dir, engine) -> None:
+def test_errors_are_clear(reprefill_model_dir, engine) -> None:
     with pytest.raises(ServerError, match="cannot reach"):
-        OpenAIEngine(model_dir, server_url="http://127.0.0.1:9")
+        OpenAIEngine(reprefill_model_dir, server_url="http://127.0.0.1:9")
     with pytest.raises(ServerError, match="answered 400: The input"):
         engine.generate([[5] * 3000], SamplingParams(max_new_tokens=4))

@@ -18,39 +18,20 @@ import pytest
 from npr_toolkit.engine import Generation, SamplingParams, TorchEngine, load_engine
 from npr_toolkit.engine.sglang_engine import SGLangEngine
 from npr_toolkit.serve import ServeConfig, Server
-from npr_toolkit.toy import build_model, build_tokenizer
 from npr_toolkit.view.semantics import record_semantics
 
+from .checks import same
 from .format_model import format_model
 from .references import REFERENCES, Reference, reprefill_reference
-from .scripted import Block, Script, Steer, Wander, random_script
+from .scripted import WIDTH_CASES, Block, Script, Steer, Wander, random_script
 
 TOL = 1e-4  # docs/design.md §3b: engine vs recomputation, float32
-SAME = 1e-5  # the same computation batched differently
 QUESTIONS = ("1+2", "what is 3*4 + 5?", "x", "Compute (12+7)*(3-1) in a <step> or two </step>, then box it.")
 
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def models(tok):
-    return {"sdpa": build_model(tok, seed=0), "eager": build_model(tok, seed=1, attn_implementation="eager")}
-
-
-@pytest.fixture(scope="module")
-def prompts(tok) -> list[str]:
-    return [
-        tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
-        for q in QUESTIONS
-    ]
-
-
-# --- the invariant ------------------------------------------------------------------------------------
+# --- helpers ------------------------------------------------------------------------------------------
 def worst(model, tokenizer, gens: list[Generation], reference_of: Reference = reprefill_reference) -> float:
     """Max |engine - reference| over every sampled token of ``gens``."""
     diffs = [0.0]
@@ -60,26 +41,7 @@ def worst(model, tokenizer, gens: list[Generation], reference_of: Reference = re
     return max(diffs)
 
 
-def same(a: list[Generation], b: list[Generation], tol: float = SAME) -> None:
-    assert [g.completion_ids for g in a] == [g.completion_ids for g in b]
-    assert [g.inserted for g in a] == [g.inserted for g in b]
-    for x, y in zip(a, b, strict=True):
-        pairs = [(p, q) for p, q in zip(x.logprobs, y.logprobs, strict=True) if p is not None]
-        assert max((abs(p - q) for p, q in pairs), default=0.0) <= tol
-
-
 # --- the invariant ------------------------------------------------------------------------------------
-WIDTH_CASES = [
-    ((1,), False),
-    ((2,), False),
-    ((3,), True),
-    ((4,), True),
-    ((2, 3), False),
-    ((4, 1), True),
-    ((1, 4), True),
-]
-
-
 @pytest.mark.parametrize("reference", list(REFERENCES))
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("serial", [False, True], ids=["batched", "serial"])

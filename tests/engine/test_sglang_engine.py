@@ -18,25 +18,12 @@ from npr_toolkit.format.tags import JOIN_HEADER, STEP_CLOSE, branch_header
 from npr_toolkit.serve import ServeConfig, Server
 from npr_toolkit.view import build_view, collate, tag_vocab
 
-from .format_model import format_model
+from .checks import assert_fork_join_well_formed
 
 TOL = 1e-4  # docs/design.md §3: exact semantics, float32
-QUESTIONS = ("Compute: (1+2)+(3+4)", "x", "what is 3*4?")
+QUESTIONS = ("Compute: (1+2)+(3+4)", "x", "what is 3*4?")  # the ``prompts`` fixture (conftest.py)
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture(scope="module")
-def model(toy_tokenizer):
-    return format_model(toy_tokenizer)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, model, toy_tokenizer) -> str:
-    folder = tmp_path_factory.mktemp("format-model")
-    model.save_pretrained(folder)
-    toy_tokenizer.save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")
@@ -48,16 +35,6 @@ def server(model, toy_tokenizer) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def engine(model_dir, server) -> SGLangEngine:
     return SGLangEngine(model_dir, server_url=server, allow_approximate=True)  # a canonical checkpoint
-
-
-@pytest.fixture(scope="module")
-def prompts(engine) -> list[str]:
-    return [engine.format_chat([{"role": "user", "content": q}]) for q in QUESTIONS]
-
-
-@pytest.fixture(scope="module")
-def parallel(engine, prompts) -> list[Generation]:
-    return engine.generate(prompts, SamplingParams(max_new_tokens=160, seed=1, n=3))
 
 
 def view_logprobs(model, tokenizer, gen: Generation) -> list[float]:
@@ -90,15 +67,9 @@ def inserted_runs(gen: Generation, tokenizer) -> list[str]:
 def test_parallel_generations_fork_join_and_are_well_formed(parallel, toy_tokenizer) -> None:
     headers = {JOIN_HEADER} | {branch_header(i) for i in range(1, 9)}
     assert len(parallel) == len(QUESTIONS) * 3
-    assert any(max(g.stats.widths, default=0) >= 2 for g in parallel), "no sample forked into several branches"
+    assert_fork_join_well_formed(parallel)
     for gen in parallel:
-        assert gen.finish_reason == "stop", gen.finish_detail
-        tree = parse(gen.text).tree
-        assert tree is not None, gen.text
-        assert gen.stats.widths == [block.width for block in tree.blocks]
-        assert gen.stats.blocks == len(tree.blocks) >= 1
-        assert gen.stats.total_tokens == len(gen.completion_ids)
-        assert gen.inserted == [lp is None for lp in gen.logprobs]
+        assert gen.stats.blocks == len(parse(gen.text).tree.blocks) >= 1
         assert all(run in headers for run in inserted_runs(gen, toy_tokenizer))
         assert gen.stats.steps == 1 + sum(1 + w for w in gen.stats.widths)  # trunk, then branches + a join each
         size = len(gen.prompt_ids)

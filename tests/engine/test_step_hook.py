@@ -13,14 +13,12 @@ import pytest
 from npr_toolkit.engine import SamplingParams, TorchEngine
 from npr_toolkit.engine.lanes import Request
 
-from .format_model import format_model
-
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
-def engine(toy_tokenizer) -> TorchEngine:
-    return TorchEngine(format_model(toy_tokenizer), toy_tokenizer)
+def engine(model, toy_tokenizer) -> TorchEngine:
+    return TorchEngine(model, toy_tokenizer)
 
 
 @pytest.fixture(scope="module")

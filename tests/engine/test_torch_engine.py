@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from npr_toolkit.engine import Generation, SamplingParams, TorchEngine
-from npr_toolkit.toy import build_model, build_tokenizer
 from npr_toolkit.view import TreeView, ViewError, build_view, collate, tag_vocab
 
-from .scripted import FREE, Block, Script, Steer, Wander, random_script
+from .checks import same
+from .scripted import FREE, WIDTH_CASES, Block, Script, Steer, Wander, random_script
 
 TOL = 1e-4  # docs/design.md §3: engine vs training view, float32
-SAME = 1e-5  # the same computation batched differently
-# Different lengths; the last holds tags, which in a prompt are plain text to the engine and the view.
+# The ``prompts`` fixture (conftest.py). Different lengths; the last holds tags, which in a prompt are plain
+# text to the engine and the view.
 QUESTIONS = ("1+2", "what is 3*4 + 5?", "x", "Compute (12+7)*(3-1) in a <step> or two </step>, then box it.")
 
 pytestmark = pytest.mark.timeout(120)
@@ -31,31 +31,13 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer()
-
-
-@pytest.fixture(scope="module")
 def vocab(tok):
     return tag_vocab(tok)
 
 
 @pytest.fixture(scope="module")
-def models(tok):
-    return {"sdpa": build_model(tok, seed=0), "eager": build_model(tok, seed=1, attn_implementation="eager")}
-
-
-@pytest.fixture(scope="module")
 def engine(tok, models) -> TorchEngine:
     return TorchEngine(models["sdpa"], tok)
-
-
-@pytest.fixture(scope="module")
-def prompts(tok) -> list[str]:
-    return [
-        tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
-        for q in QUESTIONS
-    ]
 
 
 def views_of(tok, gens: list[Generation]) -> list[TreeView]:
@@ -143,16 +125,6 @@ def branch_lengths(view: TreeView) -> list[int]:
     return lengths
 
 
-def same(a: list[Generation], b: list[Generation], tol: float = SAME) -> None:
-    """Identical completions and flags, log-probabilities within ``tol``."""
-    assert [g.completion_ids for g in a] == [g.completion_ids for g in b]
-    assert [g.inserted for g in a] == [g.inserted for g in b]
-    assert [g.finish_reason for g in a] == [g.finish_reason for g in b]
-    for x, y in zip(a, b, strict=True):
-        pairs = [(p, q) for p, q in zip(x.logprobs, y.logprobs, strict=True) if p is not None]
-        assert max((abs(p - q) for p, q in pairs), default=0.0) <= tol
-
-
 def greedy_reference(model, prompt_ids: list[int], steps: int, stop: int) -> list[int]:
     """Plain greedy decoding by full recomputation (no cache): the sequential baseline's reference."""
     out: list[int] = []
@@ -165,17 +137,6 @@ def greedy_reference(model, prompt_ids: list[int], steps: int, stop: int) -> lis
 
 
 # --- 1. the invariant -------------------------------------------------------------------------------
-WIDTH_CASES = [
-    ((1,), False),
-    ((2,), False),
-    ((3,), True),
-    ((4,), True),
-    ((2, 3), False),
-    ((4, 1), True),
-    ((1, 4), True),
-]
-
-
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("serial", [False, True], ids=["batched", "serial"])
 def test_engine_logprobs_equal_training_view(tok, models, prompts, attn, serial) -> None:

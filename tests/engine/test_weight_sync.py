@@ -22,25 +22,24 @@ from npr_toolkit.engine.sglang_engine import SGLangEngine
 from npr_toolkit.engine.weight_sync import DiskWeightSync, DistributedWeightSync, WeightSyncError
 from npr_toolkit.toy import build_model
 
-from .format_model import format_model, record_reprefill
+from .format_model import format_model
 from .server_process import assert_serves, npr_serve_processes, post, version_of
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 TOL = 1e-4  # float32, as docs/design.md §3 asks of the engines
+QUESTIONS = ("Compute: (1+2)+(3+4)", "x", "3*4?")  # the ``prompts`` fixture (conftest.py)
 
 
 @pytest.fixture(scope="module")
-def models(toy_tokenizer) -> dict[int, torch.nn.Module]:
-    return {seed: format_model(toy_tokenizer, seed=seed) for seed in (0, 1, 2)}
+def models(model, toy_tokenizer) -> dict[int, torch.nn.Module]:
+    """The format model at seeds 0 (``model``: the one the servers start with), 1 and 2."""
+    return {0: model} | {seed: format_model(toy_tokenizer, seed=seed) for seed in (1, 2)}
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, models, toy_tokenizer) -> str:
-    folder = tmp_path_factory.mktemp("format-model")
-    models[0].save_pretrained(folder)
-    toy_tokenizer.save_pretrained(folder)
-    record_reprefill(folder)  # what a client backend decodes exactly
-    return str(folder)
+def model_dir(reprefill_model_dir) -> str:
+    """Every backend here is a client backend: the checkpoint records reprefill, what they decode exactly."""
+    return reprefill_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +47,6 @@ def urls(model_dir, tmp_path_factory) -> Iterator[list[str]]:
     logs = tmp_path_factory.mktemp("serve")
     with npr_serve_processes(model_dir, [logs / "a.log", logs / "b.log"]) as found:
         yield found
-
-
-@pytest.fixture(scope="module")
-def prompts(model_dir, urls) -> list[str]:
-    engine = SGLangEngine(model_dir, server_url=urls[0])
-    return [engine.format_chat([{"role": "user", "content": q}]) for q in ("Compute: (1+2)+(3+4)", "x", "3*4?")]
 
 
 def assert_sampled_by(model, gens) -> None:

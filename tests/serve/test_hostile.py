@@ -9,8 +9,6 @@ generous deadline; nothing asserts how fast anything is.
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
 import socket
 import subprocess
@@ -20,12 +18,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+from engine.server_process import serve_command, server_process  # tests/engine (tests/ is on sys.path)
 from typer.testing import CliRunner
 
 from npr_toolkit.cli.main import app
@@ -34,48 +32,13 @@ from npr_toolkit.engine.sglang_engine import SGLangEngine
 from npr_toolkit.serve import ServeConfig
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
-LAUNCH = (
-    "import logging, sys; logging.basicConfig(level=logging.INFO);"
-    "from npr_toolkit.serve import ServeConfig, serve;"
-    "serve(sys.argv[1], ServeConfig.model_validate_json(sys.argv[2]), device='cpu',"
-    " on_ready=lambda url: print(url, flush=True))"
-)
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, toy_model, toy_tokenizer) -> str:
-    folder = tmp_path_factory.mktemp("toy-model")
-    toy_model.save_pretrained(folder)
-    toy_tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
-@contextmanager
-def server_process(command: list[str], log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Start a server process; yield (its URL from the ready line, the process); stop it with SIGTERM."""
-    with log.open("w") as err:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True, env=ENV)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert "http://127.0.0.1:" in line, line + log.read_text()
-        yield re.search(r"http://127\.0\.0\.1:\d+", line).group(0), process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-
-
-@pytest.fixture(scope="module")
-def served(model_dir, tmp_path_factory) -> Iterator[tuple[str, subprocess.Popen, Path]]:
+def served(toy_model_dir, tmp_path_factory) -> Iterator[tuple[str, subprocess.Popen, Path]]:
     config = ServeConfig(port=0, model_name="toy", header_timeout_s=1, body_timeout_s=2, max_queue=64)
     log = tmp_path_factory.mktemp("serve") / "stderr.log"
-    with server_process([sys.executable, "-c", LAUNCH, model_dir, config.model_dump_json()], log) as (url, process):
+    with server_process(serve_command(toy_model_dir, config), log) as (url, process):
         yield url, process, log
 
 
@@ -239,11 +202,11 @@ def test_the_server_logged_no_traceback(served) -> None:
 
 
 # --- start and stop ---------------------------------------------------------------------------------
-def test_sigterm_after_a_batch_from_the_sglang_backend_exits_cleanly(model_dir, tmp_path) -> None:
+def test_sigterm_after_a_batch_from_the_sglang_backend_exits_cleanly(toy_model_dir, tmp_path) -> None:
     code = "import sys; from npr_toolkit.cli.main import app; sys.argv[0] = 'npr'; app()"
-    command = [sys.executable, "-c", code, "serve", "--model", model_dir, "--port", "0", "--device", "cpu"]
+    command = [sys.executable, "-c", code, "serve", "--model", toy_model_dir, "--port", "0", "--device", "cpu"]
     with server_process(command, tmp_path / "stderr.log") as (url, process):
-        engine = SGLangEngine(model_dir, server_url=url, allow_approximate=True)
+        engine = SGLangEngine(toy_model_dir, server_url=url, allow_approximate=True)
         prompts = [engine.format_chat([{"role": "user", "content": q}]) for q in ("a", "b", "c")]
         gens = engine.generate(prompts, SamplingParams(max_new_tokens=30, seed=0, n=4))
         assert len(gens) == 12
@@ -253,11 +216,11 @@ def test_sigterm_after_a_batch_from_the_sglang_backend_exits_cleanly(model_dir, 
     assert "Aborted" not in text and "Traceback" not in text
 
 
-def test_a_port_in_use_is_one_clear_line(model_dir) -> None:
+def test_a_port_in_use_is_one_clear_line(toy_model_dir) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = CliRunner().invoke(app, ["serve", "--model", model_dir, "--port", str(port), "--device", "cpu"])
+        result = CliRunner().invoke(app, ["serve", "--model", toy_model_dir, "--port", str(port), "--device", "cpu"])
     assert result.exit_code == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.output and "Traceback" not in result.output

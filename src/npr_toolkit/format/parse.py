@@ -8,6 +8,7 @@ first; the result then has no tree.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
 
 from lark import Lark, Token, Transformer
@@ -103,10 +104,22 @@ def _final_answer(items: list[Text | Block]) -> Answer | None:
     return answer
 
 
-def _describe(token: Token) -> str:
-    if token.type == "$END":
-        return "end of text"
-    return "text" if token.type == "TEXT" else repr(str(token))
+def syntax_diagnostic(
+    source: SourceIndex, token: str | None, offset: int, *, closes_block: bool = False, expected: Iterable[str] = ()
+) -> Diagnostic:
+    """One syntax error in the words both recoveries write (this module's on Lark, ``recovery.py``'s replay).
+
+    ``token`` is what stands at ``offset``: a tag, ``""`` for a text, ``None`` for the end of the text.
+    ``closes_block``: a missing takeaway inserted there makes it acceptable (S003); otherwise the text
+    ends inside an open tag (S002; ``expected``: the tags that could come) or the token is stray (S001).
+    """
+    got = "end of text" if token is None else repr(token) if token else "text"
+    if closes_block:
+        return source.diagnostic(Code.MISSING_TAKEAWAY, f"expected <takeaway>, got {got}", offset)
+    if token is None:
+        wanted = " or ".join(sorted(expected))
+        return source.diagnostic(Code.UNCLOSED_TAG, f"text ends inside an open tag (expected {wanted})", offset)
+    return source.diagnostic(Code.UNEXPECTED_TAG, f"unexpected {got} here", offset)
 
 
 def _terminal_text(name: str) -> str:
@@ -142,20 +155,14 @@ def syntax_diagnostics(text: str) -> list[Diagnostic]:
         if token.type == "TEXT" and skipped:  # content split by a dropped tag: already reported
             return False
         offset = len(text) if token.type == "$END" else token.start_pos
-        if "TAKEAWAY_OPEN" in error.expected and token.type != "TAKEAWAY_CLOSE" and takeaway_fixes(token, offset):
-            found.append(
-                source.diagnostic(Code.MISSING_TAKEAWAY, f"expected <takeaway>, got {_describe(token)}", offset)
-            )
+        tag = None if token.type == "$END" else "" if token.type == "TEXT" else str(token)
+        closes = "TAKEAWAY_OPEN" in error.expected and token.type != "TAKEAWAY_CLOSE" and takeaway_fixes(token, offset)
+        wanted = [_terminal_text(t) for t in error.expected if t != "TEXT"] if tag is None and not closes else []
+        found.append(syntax_diagnostic(source, tag, offset, closes_block=closes, expected=wanted))
+        if closes:
             for name in ("TAKEAWAY_OPEN", "TAKEAWAY_CLOSE"):
                 interactive.feed_token(Token(name, "", start_pos=offset, end_pos=offset))
             return True
-        if token.type == "$END":
-            expected = " or ".join(sorted(_terminal_text(t) for t in error.expected if t != "TEXT"))
-            found.append(
-                source.diagnostic(Code.UNCLOSED_TAG, f"text ends inside an open tag (expected {expected})", offset)
-            )
-        else:
-            found.append(source.diagnostic(Code.UNEXPECTED_TAG, f"unexpected {_describe(token)} here", offset))
         skipped = True
         return False
 

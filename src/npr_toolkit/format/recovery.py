@@ -15,9 +15,9 @@ compares every diagnostic with ``parse.syntax_diagnostics`` on fixtures and gene
 from __future__ import annotations
 
 from . import tags
-from .diagnostics import Code, Diagnostic, SourceIndex
+from .diagnostics import Diagnostic, SourceIndex
 from .machine import State, TagError, TagMachine, expected
-from .parse import MAX_SYNTAX_ERRORS
+from .parse import MAX_SYNTAX_ERRORS, syntax_diagnostic
 
 _ONE_TEXT = frozenset({State.PLAN, State.TAKEAWAY, State.BODY})  # `text?` in the grammar
 _END = None  # the end of the text, as a token
@@ -59,12 +59,6 @@ class _Parser:
         return trial.feed(tags.TAKEAWAY_OPEN) and trial.feed(tags.TAKEAWAY_CLOSE) and trial.feed(token)
 
 
-def _describe(token: str | None) -> str:
-    if token is _END:
-        return "end of text"
-    return repr(token) if token else "text"
-
-
 def syntax_errors(text: str, pieces: list[str]) -> list[Diagnostic]:
     """The syntax diagnostics of ``text``, split as ``pieces`` (text, tag, text, ..., text), in the
     order and words of ``parse.syntax_diagnostics``."""
@@ -78,20 +72,13 @@ def syntax_errors(text: str, pieces: list[str]) -> list[Diagnostic]:
         nonlocal skipped
         if token == "" and skipped:  # content split by a dropped tag: already reported
             return False
-        if parser.closes_block(token):
-            found.append(
-                source.diagnostic(Code.MISSING_TAKEAWAY, f"expected <takeaway>, got {_describe(token)}", offset)
-            )
+        closes = parser.closes_block(token)
+        wanted = expected(parser.machine.state) if token is _END and not closes else ()
+        found.append(syntax_diagnostic(source, token, offset, closes_block=closes, expected=wanted))
+        if closes:
             parser.feed(tags.TAKEAWAY_OPEN)
             parser.feed(tags.TAKEAWAY_CLOSE)
             return True
-        if token is _END:
-            wanted = " or ".join(sorted(expected(parser.machine.state)))
-            found.append(
-                source.diagnostic(Code.UNCLOSED_TAG, f"text ends inside an open tag (expected {wanted})", offset)
-            )
-        else:
-            found.append(source.diagnostic(Code.UNEXPECTED_TAG, f"unexpected {_describe(token)} here", offset))
         skipped = True
         return False
 

@@ -185,7 +185,8 @@ async def _events(
     assert job.texts is not None
     if isinstance(body, ChatCompletionRequest):  # OpenAI opens each choice with the role
         for index in range(job.choices):
-            yield _sse(_chat_envelope(service, reply, [ChunkChoice(index=index, delta=Delta(role="assistant"))]))
+            opening = ChunkChoice(index=index, delta=Delta(role="assistant"))
+            yield _sse(_envelope(ChatCompletionChunk, service, reply, [opening]))
     while True:
         event = await job.events.get()
         for index, text in enumerate(job.texts):
@@ -197,9 +198,29 @@ async def _events(
     if job.error is not None:
         yield _sse(error_body(*job.error))
     elif body.stream_options is not None and body.stream_options.include_usage:
-        envelope = _chat_envelope if isinstance(body, ChatCompletionRequest) else _completion_envelope
-        yield _sse({**envelope(service, reply, []), "usage": _usage(job).model_dump()})
+        kind = ChatCompletionChunk if isinstance(body, ChatCompletionRequest) else Completion
+        yield _sse({**_envelope(kind, service, reply, []), "usage": _usage(job).model_dump()})
     yield _sse("[DONE]")
+
+
+def _envelope(
+    kind: type[Completion | ChatCompletion | ChatCompletionChunk],
+    service: Service,
+    reply: Reply,
+    choices: list[Any],
+    usage: Usage | None = None,
+) -> dict[str, Any]:
+    """An answer (with ``usage``) or a streamed chunk (without the key) around ``choices``: what every
+    OpenAI response repeats (id, time, model) and the weights that sampled it."""
+    answer = kind(
+        id=reply.id,
+        created=int(time.time()),
+        model=service.config.model_name,
+        choices=choices,
+        usage=usage,
+        weight_version=reply.weight_version,
+    )
+    return answer.model_dump(exclude=None if usage else {"usage"})
 
 
 def _usage(job: Job) -> Usage:
@@ -232,16 +253,6 @@ def _completion_logprobs(service: Service, body: CompletionRequest, piece: Piece
     return CompletionLogprobs(tokens=names, token_logprobs=[lp for _, lp in piece.tokens], text_offset=offsets)
 
 
-def _completion_envelope(service: Service, reply: Reply, choices: list[CompletionChoice]) -> dict[str, Any]:
-    return Completion(
-        id=reply.id,
-        created=int(time.time()),
-        model=service.config.model_name,
-        choices=choices,
-        weight_version=reply.weight_version,
-    ).model_dump(exclude={"usage"})
-
-
 def _completion_choice(service: Service, body: CompletionRequest, index: int, piece: Piece) -> CompletionChoice:
     logprobs = _completion_logprobs(service, body, piece, 0) if body.logprobs is not None else None
     return CompletionChoice(
@@ -255,20 +266,13 @@ def _completion_choice(service: Service, body: CompletionRequest, index: int, pi
 
 def _completion_chunk(service: Service, body: OpenAISampling, reply: Reply, index: int, piece: Piece) -> dict[str, Any]:
     assert isinstance(body, CompletionRequest)
-    return _completion_envelope(service, reply, [_completion_choice(service, body, index, piece)])
+    return _envelope(Completion, service, reply, [_completion_choice(service, body, index, piece)])
 
 
 def _completion(service: Service, body: OpenAISampling, reply: Reply, job: Job) -> dict[str, Any]:
     assert isinstance(body, CompletionRequest) and job.texts is not None
     choices = [_completion_choice(service, body, i, text.take()) for i, text in enumerate(job.texts)]
-    return Completion(
-        id=reply.id,
-        created=int(time.time()),
-        model=service.config.model_name,
-        choices=choices,
-        usage=_usage(job),
-        weight_version=reply.weight_version,
-    ).model_dump()
+    return _envelope(Completion, service, reply, choices, _usage(job))
 
 
 # --- chat -----------------------------------------------------------------------------------------
@@ -280,17 +284,6 @@ def _chat_logprobs(service: Service, piece: Piece) -> ChoiceLogprobs:
     return ChoiceLogprobs(content=content)
 
 
-def _chat_envelope(service: Service, reply: Reply, choices: list[ChunkChoice]) -> dict[str, Any]:
-    chunk = ChatCompletionChunk(
-        id=reply.id,
-        created=int(time.time()),
-        model=service.config.model_name,
-        choices=choices,
-        weight_version=reply.weight_version,
-    )
-    return chunk.model_dump(exclude={"usage"})
-
-
 def _chat_chunk(service: Service, body: OpenAISampling, reply: Reply, index: int, piece: Piece) -> dict[str, Any]:
     assert isinstance(body, ChatCompletionRequest)
     choice = ChunkChoice(
@@ -300,7 +293,7 @@ def _chat_chunk(service: Service, body: OpenAISampling, reply: Reply, index: int
         finish_reason=piece.finish_reason,
         finish_detail=piece.finish_detail,
     )
-    return _chat_envelope(service, reply, [choice])
+    return _envelope(ChatCompletionChunk, service, reply, [choice])
 
 
 def _chat(service: Service, body: OpenAISampling, reply: Reply, job: Job) -> dict[str, Any]:
@@ -317,12 +310,4 @@ def _chat(service: Service, body: OpenAISampling, reply: Reply, job: Job) -> dic
                 finish_detail=piece.finish_detail,
             )
         )
-    completion = ChatCompletion(
-        id=reply.id,
-        created=int(time.time()),
-        model=service.config.model_name,
-        choices=choices,
-        usage=_usage(job),
-        weight_version=reply.weight_version,
-    )
-    return completion.model_dump()
+    return _envelope(ChatCompletion, service, reply, choices, _usage(job))
