@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -122,3 +124,14 @@ def test_json_output_is_one_document_on_stdout(tmp_path: Path):
     path.write_text('{"completion": "<guideline>"}\n', encoding="utf-8")
     result = runner.invoke(data_app, ["stats", str(path), "--format", "json"])
     assert json.loads(result.stdout)["records"] == 1
+
+
+def test_the_apps_load_without_torch():
+    """`npr --help` and `npr-data validate` start fast: the heavy libraries load inside the commands that need them."""
+    code = (
+        "import sys, npr_toolkit.cli.main, npr_toolkit.cli.data; "
+        "heavy = sorted(m for m in ('torch', 'transformers', 'trl', 'datasets') if m in sys.modules); "
+        "assert not heavy, heavy"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -18,7 +18,6 @@ import typer
 from rich.markup import escape
 
 from npr_toolkit.data.io import check_outputs
-from npr_toolkit.engine.http_client import ServerError
 
 from .command import Options, finish, with_options
 from .console import console, fail, print_table
@@ -228,6 +227,8 @@ def _rl_command(stage: Literal["zero", "papo"]) -> Callable[..., None]:
                 "--prompt-file": flags["prompt_file"],
             }
             check_outputs(inputs=inputs, folders={"--out": out})
+            from npr_toolkit.engine.http_client import ServerError  # here: the engine imports torch
+
             try:
                 path = run(model, problems, out, config=config, **overrides)
             except ServerError as error:  # a rollout server unreachable, refusing weights, or on other weights
