@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.markup import escape
 
 from npr_toolkit.data.io import check_outputs
 
-from .command import Options, finish, with_options
+from .command import REQUIRED, Options, finish, flag, with_options
 from .console import console, fail, print_table
 from .options import Model, OutputFormat, PromptFile
 
@@ -34,8 +34,11 @@ train_app = typer.Typer(
 )
 
 SHOWN_DROPPED = 20
+T = TypeVar("T")
 
 Out = Annotated[Path, typer.Option("--out", help="Output folder: checkpoint (model + tokenizer) and report.")]
+Data = Annotated[Path, typer.Option("--data", help="NPR-Beta corpus (JSONL from `npr-data distill`).")]
+Problems = Annotated[Path, typer.Option("--problems", help="Problem set: JSONL of {id, problem, answer}.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML file of config fields (see configs/).")]
 Sets = Annotated[
     list[str] | None,
@@ -44,6 +47,11 @@ Sets = Annotated[
 
 
 ALL, RL = ("sft", "zero", "papo"), ("zero", "papo")
+HELP = {
+    "sft": "Fine-tune on the Beta corpus with the parallel attention view; save model + tokenizer to --out.",
+    "zero": "NPR-Zero: DAPO-style GRPO with the format + correctness rewards, ordinary sequential sampling.",
+    "papo": "PAPO: on-policy RL with rollouts from the parallel engine and log π through the training view.",
+}
 RolloutEngine = Literal["torch", "sglang", "openai"]
 
 
@@ -115,29 +123,11 @@ def _overrides(sets: list[str] | None, flags: dict[str, Any]) -> dict[str, Any]:
     return values | given
 
 
-@train_app.command("sft")
-@with_options(_flags("sft"))
-def sft(
-    model: Model,
-    data: Annotated[Path, typer.Option("--data", help="NPR-Beta corpus (JSONL from `npr-data distill`).")],
-    out: Out,
-    config: ConfigFile = None,
-    sets: Sets = None,
-    output_format: OutputFormat = "text",
-    **flags: Any,
-) -> None:
-    """Fine-tune on the Beta corpus with the parallel attention view; save model + tokenizer to --out."""
-    overrides = _overrides(sets, flags)
+def _run_sft(model: str, data: Path, out: Path, config: Path | None, overrides: dict[str, Any]) -> SFTReport:
+    from npr_toolkit.train.sft import REPORT_NAME, SFTReport, run_sft
 
-    def job() -> SFTReport:
-        from npr_toolkit.train.sft import REPORT_NAME, SFTReport, run_sft
-
-        inputs = {"--model": model, "--data": data, "--config": config}
-        check_outputs(inputs=inputs, folders={"--out": out})
-        path = run_sft(model, data, out, config=config, **overrides)
-        return SFTReport.model_validate_json((path / REPORT_NAME).read_text(encoding="utf-8"))
-
-    finish(job, output_format, text=_print_sft, data=lambda r: r.model_dump(mode="json"), show=_main_process())
+    path = run_sft(model, data, out, config=config, **overrides)
+    return SFTReport.model_validate_json((path / REPORT_NAME).read_text(encoding="utf-8"))
 
 
 def _print_sft(report: SFTReport) -> None:
@@ -160,7 +150,7 @@ def _print_sft(report: SFTReport) -> None:
     console.print(f"checkpoint: {report.out}")
 
 
-# --- the RL stages: one command, registered as zero and papo
+# --- the RL stages: a summary of the logged metrics
 RL_METRICS = (
     "reward",
     "npr/accuracy",
@@ -175,10 +165,6 @@ RL_METRICS = (
     "rewards/correctness_reward/mean",
     "loss",
 )
-RL_HELP = {
-    "zero": "NPR-Zero: DAPO-style GRPO with the format + correctness rewards, ordinary sequential sampling.",
-    "papo": "PAPO: on-policy RL with rollouts from the parallel engine and log π through the training view.",
-}
 
 
 def _rl_summary(stage: str, path: Path) -> dict[str, Any]:
@@ -202,44 +188,69 @@ def _print_rl(summary: dict[str, Any]) -> None:
     print_table(title, rows, header=("metric", "first step", "last step"))
 
 
-def _rl_command(stage: Literal["zero", "papo"]) -> Callable[..., None]:
+def _run_rl(stage: Literal["zero", "papo"]) -> Callable[..., dict[str, Any]]:
+    def run(model: str, problems: Path, out: Path, config: Path | None, overrides: dict[str, Any]) -> dict[str, Any]:
+        if stage == "zero":
+            from npr_toolkit.train.zero import run_zero as train
+        else:
+            from npr_toolkit.train.papo import run_papo as train
+
+        return _rl_summary(stage, train(model, problems, out, config=config, **overrides))
+
+    return run
+
+
+# --- the commands: one body for the three stages; their input file, training call and printing differ
+def _stage_command(
+    stage: str,
+    source: tuple[str, Any],
+    run: Callable[[str, Path, Path, Path | None, dict[str, Any]], T],
+    *,
+    text: Callable[[T], None],
+    data: Callable[[T], Any],
+) -> Callable[..., None]:
+    """``npr train <stage>``: ``source`` is its input file's (parameter name, option); ``run(model, input, out,
+    config, overrides)`` trains and returns what ``text`` prints as tables and ``data`` as the JSON document."""
+    name, option = source
+
     def command(
         model: Model,
-        problems: Annotated[Path, typer.Option("--problems", help="Problem set: JSONL of {id, problem, answer}.")],
-        out: Out,
         config: ConfigFile = None,
         sets: Sets = None,
         output_format: OutputFormat = "text",
         **flags: Any,
     ) -> None:
+        path, out = flags.pop(name), flags.pop("out")
         overrides = _overrides(sets, flags)
 
-        def job() -> dict[str, Any]:
-            if stage == "zero":
-                from npr_toolkit.train.zero import run_zero as run
-            else:
-                from npr_toolkit.train.papo import run_papo as run
-
-            inputs = {
-                "--model": model,
-                "--problems": problems,
-                "--config": config,
-                "--prompt-file": flags["prompt_file"],
-            }
+        def job() -> T:
+            inputs = {"--model": model, flag(name): path, "--config": config, "--prompt-file": flags.get("prompt_file")}
             check_outputs(inputs=inputs, folders={"--out": out})
             from npr_toolkit.engine.http_client import ServerError  # here: the engine imports torch
 
             try:
-                path = run(model, problems, out, config=config, **overrides)
+                return run(model, path, out, config, overrides)
             except ServerError as error:  # a rollout server unreachable, refusing weights, or on other weights
                 fail(str(error))
-            return _rl_summary(stage, path)
 
-        finish(job, output_format, text=_print_rl, data=lambda summary: summary, show=_main_process())
+        finish(job, output_format, text=text, data=data, show=_main_process())
 
-    command.__doc__ = RL_HELP[stage]
-    return with_options(_flags(stage))(command)
+    command.__doc__ = HELP[stage]
+    return with_options({name: (option, REQUIRED), "out": (Out, REQUIRED), **_flags(stage)})(command)
 
 
-train_app.command("zero")(_rl_command("zero"))
-train_app.command("papo")(_rl_command("papo"))
+def _sft_json(report: SFTReport) -> dict[str, Any]:
+    return report.model_dump(mode="json")
+
+
+def _rl_json(summary: dict[str, Any]) -> dict[str, Any]:
+    return summary
+
+
+train_app.command("sft")(_stage_command("sft", ("data", Data), _run_sft, text=_print_sft, data=_sft_json))
+train_app.command("zero")(
+    _stage_command("zero", ("problems", Problems), _run_rl("zero"), text=_print_rl, data=_rl_json)
+)
+train_app.command("papo")(
+    _stage_command("papo", ("problems", Problems), _run_rl("papo"), text=_print_rl, data=_rl_json)
+)

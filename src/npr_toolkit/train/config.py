@@ -18,6 +18,7 @@ from ..view import MODES
 from ..view.semantics import Semantics
 
 C = TypeVar("C")
+ATTN_IMPLEMENTATIONS = ("flex_attention", "sdpa", "eager")
 logger = logging.getLogger(__name__)
 
 
@@ -171,6 +172,22 @@ def resolve_device_defaults(config: Any) -> bool:
     if not gpu:
         config.dataloader_pin_memory = False  # nothing to pin for; torch warns otherwise
     return gpu
+
+
+def resolve_attn_implementation(config: Any, gpu: bool) -> None:
+    """Fill an unset ``attn_implementation`` (flex_attention on a GPU, sdpa on CPU) and check it.
+
+    Raises:
+        ValueError: an unknown kernel, or flex_attention without a CUDA device (no FlexAttention backward on CPU).
+    """
+    if config.attn_implementation is None:
+        config.attn_implementation = "flex_attention" if gpu else "sdpa"
+    if config.attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(
+            f"attn_implementation {config.attn_implementation!r}: choose one of {', '.join(ATTN_IMPLEMENTATIONS)}"
+        )
+    if config.attn_implementation == "flex_attention" and not gpu:
+        raise ValueError("attn_implementation flex_attention needs a CUDA device (no FlexAttention backward on CPU)")
 
 
 def check_whole_groups(config: Any) -> None:

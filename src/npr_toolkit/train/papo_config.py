@@ -16,10 +16,14 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig
 
 from ..format import get_profile
-from .config import DeviceFields, SemanticsFields, check_whole_groups, resolve_device_defaults
+from .config import (
+    DeviceFields,
+    SemanticsFields,
+    check_whole_groups,
+    resolve_attn_implementation,
+    resolve_device_defaults,
+)
 from .rollouts import RolloutFields
-
-ATTN_IMPLEMENTATIONS = ("flex_attention", "sdpa", "eager")
 
 
 @dataclass
@@ -75,8 +79,6 @@ class PAPOConfig(RolloutFields, SemanticsFields, DeviceFields, GRPOConfig):
 
     def __post_init__(self) -> None:
         gpu = resolve_device_defaults(self)
-        if self.attn_implementation is None:
-            self.attn_implementation = "flex_attention" if gpu else "sdpa"
         super().__post_init__()
         check_on_policy(self)
         check_whole_groups(self)
@@ -85,14 +87,7 @@ class PAPOConfig(RolloutFields, SemanticsFields, DeviceFields, GRPOConfig):
         self.resolve_semantics(None)  # unset: the checkpoint's, once the policy is loaded (rl.run_rl)
         if self.loss_type == "cispo" and (self.epsilon_high or 0) < 1:
             raise ValueError("loss_type cispo needs epsilon_high >= 1, or the gradient is scaled down")
-        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
-            raise ValueError(
-                f"attn_implementation {self.attn_implementation!r}: choose one of {', '.join(ATTN_IMPLEMENTATIONS)}"
-            )
-        if self.attn_implementation == "flex_attention" and not gpu:
-            raise ValueError(
-                "attn_implementation flex_attention needs a CUDA device (no FlexAttention backward on CPU)"
-            )
+        resolve_attn_implementation(self, gpu)
 
 
 def check_on_policy(config: PAPOConfig) -> None:

@@ -26,9 +26,8 @@ from typing import Any
 
 from trl import SFTConfig
 
-from .config import DeviceFields, SemanticsFields, load_config, resolve_device_defaults
+from .config import DeviceFields, SemanticsFields, load_config, resolve_attn_implementation, resolve_device_defaults
 
-ATTN_IMPLEMENTATIONS = ("flex_attention", "sdpa", "eager")
 MODEL_DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
@@ -87,18 +86,9 @@ class NPRSFTConfig(SemanticsFields, DeviceFields, SFTConfig):
 
     def __post_init__(self) -> None:
         gpu = resolve_device_defaults(self)
-        if self.attn_implementation is None:
-            self.attn_implementation = "flex_attention" if gpu else "sdpa"
         super().__post_init__()
         self.resolve_semantics("canonical")
-        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
-            raise ValueError(
-                f"attn_implementation {self.attn_implementation!r}: choose one of {', '.join(ATTN_IMPLEMENTATIONS)}"
-            )
-        if self.attn_implementation == "flex_attention" and not gpu:
-            raise ValueError(
-                "attn_implementation flex_attention needs a CUDA device (no FlexAttention backward on CPU)"
-            )
+        resolve_attn_implementation(self, gpu)
         if self.model_dtype not in MODEL_DTYPES:
             raise ValueError(f"model_dtype {self.model_dtype!r}: choose one of {', '.join(MODEL_DTYPES)}")
         if self.packing or self.padding_free:
