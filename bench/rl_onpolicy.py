@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import tempfile
 from pathlib import Path
 
@@ -24,35 +23,10 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from npr_toolkit.toy import build_model, build_tokenizer
-from npr_toolkit.toy.task import PROMPT_TEMPLATE, make_problems, reference_trajectory
+from npr_toolkit.toy import save_format_model
+from npr_toolkit.toy.task import PROMPT_TEMPLATE, make_problems
 from npr_toolkit.train.papo import ONPOLICY_METRIC, PAPOTrainer
 from npr_toolkit.train.papo_config import PAPOConfig
-from npr_toolkit.view import build_view, collate, tokenize_completion
-
-
-def format_model(folder: Path, steps: int = 100) -> Path:
-    """The toy model after ``steps`` SFT steps on reference trajectories, saved to ``folder``."""
-    tokenizer = build_tokenizer()
-    model = build_model(tokenizer, seed=0)
-    views = []
-    for problem in make_problems(400, seed=0):
-        messages = [{"role": "user", "content": PROMPT_TEMPLATE.format(problem=problem["problem"])}]
-        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        ids, prompt_length = tokenize_completion(
-            tokenizer, prompt, reference_trajectory(problem["problem"]) + tokenizer.eos_token
-        )
-        views.append(build_view(ids, tokenizer, prompt_length=prompt_length))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    rng = random.Random(0)
-    model.train()
-    for _ in range(steps):
-        model(**collate(rng.sample(views, 16), tokenizer.pad_token_id)).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def parity_reward(completions, npr_valid, npr_text, **kwargs):
@@ -90,7 +64,7 @@ def main() -> None:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = format_model(Path(tmp) / "format-model")
+        model_dir = save_format_model(Path(tmp) / "format-model")
         results = {
             "float32 (enforced)": run(model_dir, Path(tmp) / "a", args.steps, args.lr),
             "bf16 autocast, float32 weights": run(model_dir, Path(tmp) / "b", args.steps, args.lr, bf16=True),

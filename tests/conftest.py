@@ -88,30 +88,6 @@ def format_model_dir(tmp_path_factory) -> Path:
     would have a gradient; this one gives real, mixed rollouts (valid, malformed, right, wrong).
     Used by the RL tests (tests/train) and the trainings against servers (tests/engine). Read-only.
     """
-    import random
+    from npr_toolkit.toy import save_format_model
 
-    from npr_toolkit.toy import build_model, build_tokenizer
-    from npr_toolkit.toy.task import PROMPT_TEMPLATE, make_problems, reference_trajectory
-    from npr_toolkit.view import build_view, collate, tokenize_completion
-
-    tokenizer = build_tokenizer()
-    model = build_model(tokenizer, seed=0)
-    views = []
-    for problem in make_problems(400, seed=0):
-        messages = [{"role": "user", "content": PROMPT_TEMPLATE.format(problem=problem["problem"])}]
-        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        completion = reference_trajectory(problem["problem"]) + tokenizer.eos_token
-        ids, prompt_length = tokenize_completion(tokenizer, prompt, completion)
-        views.append(build_view(ids, tokenizer, prompt_length=prompt_length))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    rng = random.Random(0)
-    model.train()
-    for _ in range(100):
-        batch = collate(rng.sample(views, 16), tokenizer.pad_token_id)
-        model(**batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    folder = tmp_path_factory.mktemp("format-model")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_format_model(tmp_path_factory.mktemp("format-model"))
