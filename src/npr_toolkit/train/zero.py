@@ -59,9 +59,8 @@ class ZeroConfig(RolloutFields, SemanticsFields, DeviceFields, GRPOConfig):
     def __post_init__(self) -> None:
         resolve_device_defaults(self)
         super().__post_init__()
-        self.resolve_semantics(
-            None
-        )  # unset: the checkpoint's (Zero samples plain text; the record is for later stages)
+        # Unset: the checkpoint's (Zero samples plain text; the record is for later stages).
+        self.resolve_semantics(None)
         self.check_rollout_fields()
         if self.on_servers:
             unsupported = {
