@@ -80,6 +80,8 @@ def test_sft_cli_text_output(paths: tuple[Path, Path], tmp_path: Path) -> None:
         (["--semantics", "reprefill", "--view-mode", "npr-compat"], "disagree"),
         (["--config", "missing.yaml"], "no such config file"),
         (["--format", "xml"], "--format"),
+        (["--max-steps", "0"], "--max-steps"),  # the Trainer would read 0 as "train by epochs"
+        (["--per-device-train-batch-size", "0"], "--per-device-train-batch-size"),
     ],
 )
 def test_sft_cli_usage_errors(paths: tuple[Path, Path], tmp_path: Path, extra: list[str], message: str) -> None:

@@ -55,22 +55,28 @@ HELP = {
 RolloutEngine = Literal["torch", "sglang", "openai"]
 
 
-def _option(stages: tuple[str, ...], kind: Any, flag: str, help: str) -> tuple[tuple[str, ...], tuple[Any, None]]:
-    """A config field's flag for ``stages``; None (not given) leaves the field to --config, --set or its default."""
-    return stages, (Annotated[kind | None, typer.Option(flag, help=help)], None)
+def _option(
+    stages: tuple[str, ...], kind: Any, flag: str, help: str, *, min: int | None = None
+) -> tuple[tuple[str, ...], tuple[Any, None]]:
+    """A config field's flag for ``stages``; None (not given) leaves the field to --config, --set or its default.
+
+    ``min`` is the smallest value the flag accepts. Counts start at 1 there: the Trainer reads ``max_steps``
+    0 as "train by epochs", which a user typing ``--max-steps 0`` does not mean (``--set`` still passes it).
+    """
+    return stages, (Annotated[kind | None, typer.Option(flag, help=help, min=min)], None)
 
 
 FLAGS = {  # config field -> (the stages that have it, its option); one line adds a flag
-    "max_steps": _option(ALL, int, "--max-steps", "Stop after N optimizer steps."),
+    "max_steps": _option(ALL, int, "--max-steps", "Stop after N optimizer steps.", min=1),
     "learning_rate": _option(ALL, float, "--learning-rate", "Peak learning rate."),
     "per_device_train_batch_size": _option(
-        ALL, int, "--per-device-train-batch-size", "Sequences per device per micro-batch."
+        ALL, int, "--per-device-train-batch-size", "Sequences per device per micro-batch.", min=1
     ),
     "gradient_accumulation_steps": _option(
-        ("sft",), int, "--gradient-accumulation-steps", "Micro-batches per optimizer step."
+        ("sft",), int, "--gradient-accumulation-steps", "Micro-batches per optimizer step.", min=1
     ),
     "num_train_epochs": _option(("sft",), float, "--num-train-epochs", "Epochs over the data."),
-    "max_length": _option(("sft",), int, "--max-length", "Longest record in tokens; longer ones are dropped."),
+    "max_length": _option(("sft",), int, "--max-length", "Longest record in tokens; longer ones are dropped.", min=1),
     "semantics": _option(
         ALL,
         str,
@@ -80,8 +86,10 @@ FLAGS = {  # config field -> (the stages that have it, its option); one line add
     ),
     "view_mode": _option(ALL, str, "--view-mode", "Former name of --semantics (canonical or npr-compat)."),
     "attn_implementation": _option(("sft",), str, "--attn-implementation", "flex_attention (GPU), sdpa or eager."),
-    "num_generations": _option(RL, int, "--num-generations", "Samples per prompt."),
-    "max_completion_length": _option(RL, int, "--max-completion-length", "Token budget per rollout (critical path)."),
+    "num_generations": _option(RL, int, "--num-generations", "Samples per prompt.", min=1),
+    "max_completion_length": _option(
+        RL, int, "--max-completion-length", "Token budget per rollout (critical path).", min=1
+    ),
     "filter_profile": _option(("papo",), str, "--filter-profile", "Structural filter: strict, lenient or npr-compat."),
     "prompt_file": (RL, (PromptFile, None)),
     "rollout_engine": _option(RL, RolloutEngine, "--engine", "Rollouts: torch (in process), sglang or openai."),
@@ -91,7 +99,7 @@ FLAGS = {  # config field -> (the stages that have it, its option); one line add
     "weight_sync_address": _option(RL, str, "--weight-sync-address", "distributed: this host as servers see it."),
     "allow_approximate": _option(RL, bool, "--allow-approximate", "PAPO: server rollouts of a canonical model."),
     "seed": _option(ALL, int, "--seed", "Training seed (data order, init of new rows)."),
-    "logging_steps": _option(("sft",), int, "--logging-steps", "Log every N steps."),
+    "logging_steps": _option(("sft",), int, "--logging-steps", "Log every N steps.", min=1),
 }
 
 
