@@ -102,6 +102,21 @@ def test_offline_and_not_found_locally_is_a_clear_error(clean_env, monkeypatch):
     assert "--data-dir" in message and "NPR_DATA_DIR" in message
 
 
+def test_a_hub_download_is_announced_and_its_failure_is_one_error(clean_env, monkeypatch):
+    """Before the (possibly long: retries) download the user learns why it happens; a failure is our error."""
+    monkeypatch.setattr(benchmarks, "SHARED_RELATIVE", Path("no-such-folder"))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE")
+
+    def unreachable(name: str, source: HubSource) -> list:
+        raise ConnectionError(f"Couldn't reach {source.dataset!r} on the Hub")
+
+    monkeypatch.setattr(benchmarks, "load_from_hub", unreachable)
+    announced = pytest.warns(UserWarning, match="'aime25' not found locally: loading hf://math-ai/aime25")
+    with announced, pytest.raises(BenchmarkError, match="could not be loaded \\(ConnectionError: Couldn't reach"):
+        load_benchmark("aime25", data_dir=clean_env / "empty")
+
+
 def test_malformed_records_are_reported_with_file_and_line(clean_env):
     path = clean_env / "bad.jsonl"
     path.write_text(

@@ -99,6 +99,7 @@ class Group(TyperGroup):
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_VERBOSITY", "error")  # its retries; a failed download is our one error
         logging.getLogger("transformers.training_args").setLevel(logging.WARNING)
         with warnings.catch_warnings():
             warnings.showwarning = _warning_line

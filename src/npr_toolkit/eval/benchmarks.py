@@ -12,6 +12,7 @@ file:line, never skipped, since a benchmark with holes gives numbers that look r
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,7 @@ def load_benchmark(bench: str, *, data_dir: str | Path | None = None, cwd: Path 
             f"benchmark {bench!r} not found locally and the Hugging Face hub is offline "
             f"({' / '.join(_OFFLINE_VARS)}); searched:\n  {searched}\n{hint}"
         )
+    warnings.warn(f"benchmark {bench!r} not found locally: loading hf://{source.dataset} from the hub", stacklevel=2)
     try:
         problems = load_from_hub(bench, source)
     except BenchmarkError:
