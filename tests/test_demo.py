@@ -4,7 +4,8 @@ One seeded run (several minutes on 2 CPU cores) through the CLI. Asserted: disti
 and valid trajectories, SFT teaches the format, PAPO trains (its checkpoint moves) and keeps the format,
 and the parallel engine needs fewer decoding steps than the same trees decoded branch after branch.
 Not asserted, because they are not repeatable: that PAPO raises held-out accuracy (at the quick scale it
-does not, over seeds: bench/demo_seeds.py, bench/RESULTS.md) and wall-clock speed-ups (the machine's load
+does in every one of three seeds, but no seed by more than two standard errors: bench/demo_seeds.py,
+bench/RESULTS.md) and wall-clock speed-ups (the machine's load
 moves them more than the effect; they are reported in the table, never a test's condition).
 """
 

@@ -23,7 +23,7 @@ def demo(
     ] = Path("demo-out"),
     quick: Annotated[
         bool,
-        typer.Option("--quick", help="Smaller stages: ~9 min instead of 11-22 min (measured on a busy 2-core VM)."),
+        typer.Option("--quick", help="Smaller stages: ~3 min instead of ~12 min (measured on a shared 2-core VM)."),
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every stage.")] = 0,
     semantics: Annotated[
