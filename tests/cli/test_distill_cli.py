@@ -190,6 +190,37 @@ def test_rollouts_with_nothing_to_distil_are_an_input_error(tmp_path: Path, cont
     assert not out.exists() and not Path(f"{out}.work").exists()
 
 
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_runs(tmp_path: Path) -> None:
+    """Two runs into one --out would interleave one journal (both crashed, nothing written): the second
+    is an input error, and the first one's work folder is left as it was."""
+    problems, rollouts = toy_inputs(tmp_path, problems=4, per_problem=2)
+    out = tmp_path / "beta.jsonl"
+    work = Path(f"{out}.work")
+    work.mkdir()
+    (work / "fingerprint.json").write_text('{"fingerprint": "the first run"}', encoding="utf-8")
+    holder = subprocess.Popen(  # the first run, as far as the lock goes: another process holding it
+        [
+            sys.executable,
+            "-c",
+            f"from npr_toolkit.data.io import exclusive\nwith exclusive({str(out)!r}, '--out'):"
+            " print('held', flush=True); input()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        args = ["distill", "--problems", str(problems), "--rollouts", str(rollouts), "--out", str(out)]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert f"--out {out}: another run is writing it now" in " ".join(result.stderr.split())
+        assert sorted(p.name for p in work.iterdir()) == ["fingerprint.json"] and not out.exists()
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert runner.invoke(app, args).exit_code == 0 and out.is_file()  # the lock went with its holder
+
+
 @pytest.mark.slow
 def test_ctrl_c_saves_what_was_judged_and_a_rerun_resumes(tmp_path: Path) -> None:
     """SIGINT to the whole process group (what Ctrl-C sends): exit 130 with what was saved, no worker

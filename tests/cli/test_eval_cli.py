@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from npr_toolkit.cli.main import app
-from npr_toolkit.data.io import write_json_atomic
+from npr_toolkit.data.io import exclusive, write_json_atomic
 from npr_toolkit.eval.metrics import SampleRecord, compute_metrics, compute_speedup
 from npr_toolkit.eval.report import RESULTS_FILE, BenchmarkInfo, Results
 
@@ -186,3 +186,9 @@ def test_eval_on_the_tiny_model_writes_all_outputs_and_resumes(toy_run_inputs):
 
     text = invoke(*model, "--max-new-tokens", "16", "--out", str(out), "--limit", "3", "-k", "2")  # text output
     assert text.exit_code == 0 and "avg@2" in text.output and "report.md" in text.output
+
+    journal = (out / "samples.jsonl").read_bytes()
+    with exclusive(out, "--out"):  # another run of this evaluation is writing the folder
+        busy = invoke(*args, "--limit", "3", "-k", "4")
+    assert busy.exit_code == 2 and "another run is writing it now" in flat(busy), busy.output
+    assert (out / "samples.jsonl").read_bytes() == journal

@@ -14,6 +14,7 @@ from npr_toolkit.data.io import (
     ResumableJsonl,
     SourceRecord,
     check_outputs,
+    exclusive,
     read_records,
     write_json_atomic,
     write_jsonl_atomic,
@@ -240,3 +241,19 @@ def test_resumable_jsonl_cuts_a_torn_line_longer_than_its_read_block(tmp_path: P
         assert [record["i"] for record in journal.records()] == [0]
         journal.append({"i": 1})
     assert [json.loads(line)["i"] for line in path.read_text(encoding="utf-8").splitlines()] == [0, 1]
+
+
+def test_exclusive_refuses_a_second_holder_and_outlives_a_killed_one(tmp_path: Path):
+    """flock on ``OUT.lock``: a second holder (another open of the file, as another process makes) is an
+    input error; the file goes when the holder ends; a file left by a killed process does not block."""
+    out = tmp_path / "beta.jsonl"
+    with exclusive(out, "--out"):
+        assert (tmp_path / "beta.jsonl.lock").is_file()
+        refused = pytest.raises(InputError, match=r"--out .*beta.jsonl: another run is writing it now")
+        with refused, exclusive(out, "--out"):
+            pass
+    assert not (tmp_path / "beta.jsonl.lock").exists()
+    (tmp_path / "beta.jsonl.lock").write_text("")  # what kill -9 leaves: the file, not the lock
+    with exclusive(out, "--out"):
+        pass
+    assert not (tmp_path / "beta.jsonl.lock").exists()

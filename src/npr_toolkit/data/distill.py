@@ -41,7 +41,15 @@ from .distill_config import DistillConfig
 from .distill_report import Result, Selection, Tally, sample_result
 from .grading import Grader
 from .headers import engine_step_numbers
-from .io import InputError, ResumableJsonl, check_records, read_records, write_json_atomic, write_jsonl_atomic
+from .io import (
+    InputError,
+    ResumableJsonl,
+    check_records,
+    exclusive,
+    read_records,
+    write_json_atomic,
+    write_jsonl_atomic,
+)
 from .problems import load_problems
 from .prompts import load_template
 from .records import BetaExample, Message, Problem, Rollout
@@ -348,11 +356,30 @@ def run_distill(config: DistillConfig, progress: Progress | None = None) -> Dist
         raise InputError(f"{config.problems}: no valid problem" + (f" ({shown})" if shown else ""))
     by_id = {problem.id: problem for problem in problems}
     bad = {str(config.problems): bad_problems}
+    valid: array = array("q")  # with --rollouts: the record indices to judge
     if config.rollouts is not None:
         valid, bad[str(config.rollouts)] = index_rollouts(config.rollouts, by_id)
         if not len(valid):  # nothing to distil: an empty corpus would only hide the mistake
             why = "; ".join(bad[str(config.rollouts)][:3]) or "the file has no records"
             raise InputError(f"{config.rollouts}: no valid rollout ({why})")
+    with exclusive(config.out, "--out"):  # a second run of this job would write into this one's journal
+        report, resumed, restarted = _judge_and_write(config, template, problems, by_id, valid, bad, progress)
+    return DistillResult(
+        report=report, resumed_samples=resumed, restarted=restarted, elapsed=time.perf_counter() - started
+    )
+
+
+def _judge_and_write(
+    config: DistillConfig,
+    template: str | None,
+    problems: list[Problem],
+    by_id: dict[str, Problem],
+    valid: array,
+    bad: dict[str, list[str]],
+    progress: Progress | None,
+) -> tuple[dict[str, Any], int, bool]:
+    """Judge every sample into the journal (resuming it), then write the corpus and report; the work
+    folder is removed once they are written. Returns (report, samples resumed, restarted)."""
     journal, restarted = _open_work_dir(config, fingerprint(config, template))
     structural = StructuralFilter(config.profile, min_width=config.min_width, require_parallel=config.require_parallel)
     grader = Grader(
@@ -385,9 +412,7 @@ def run_distill(config: DistillConfig, progress: Progress | None = None) -> Dist
     except KeyboardInterrupt:
         raise Interrupted(_saved(config)) from None
     shutil.rmtree(config.work_dir, ignore_errors=True)
-    return DistillResult(
-        report=report, resumed_samples=resumed, restarted=restarted, elapsed=time.perf_counter() - started
-    )
+    return report, resumed, restarted
 
 
 def _results(journal: ResumableJsonl) -> Iterator[Result]:

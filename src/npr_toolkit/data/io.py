@@ -4,8 +4,9 @@ Readers stream and never stop on a bad record: each yields ``SourceRecord``s tha
 data or an error naming file and line, so callers count and report bad input instead of dropping it.
 A UTF-8 byte order mark is read as nothing. Writers are atomic (``AtomicJsonl``: temp file + rename,
 streaming); ``ResumableJsonl`` appends with fsync and, on restart, keeps every complete line and
-discards a torn last line, so a killed job resumes without loss. ``check_outputs`` runs before any
-work: no output may replace an input, and every output must be writable.
+discards a torn last line, so a killed job resumes without loss; ``exclusive`` keeps a second run of
+the same job off its output. ``check_outputs`` runs before any work: no output may replace an input,
+and every output must be writable.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -262,6 +264,45 @@ def write_json_atomic(path: str | Path, value: Any) -> None:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+@contextmanager
+def exclusive(output: str | Path, name: str) -> Iterator[None]:
+    """Hold the lock of a resumable job's output (``OUTPUT.lock``) for the whole job.
+
+    Two runs writing one output would interleave their journals (or one would discard the other's work
+    folder); the second is refused instead. ``flock`` is released by the kernel when a process dies, so
+    ``kill -9`` leaves at most a lock file, never a stale lock. The file is removed while still held.
+
+    Raises:
+        InputError: another process holds the lock.
+    """
+    import fcntl
+
+    path = Path(f"{output}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InputError(
+                f"{name} {output}: another run is writing it now (it holds {path}); wait for it to end or choose "
+                "another output"
+            ) from None
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)  # the holder ended and removed the file between our open and our lock: lock the new one
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
 
 
 # --- outputs: checked before any work -----------------------------------------------------------

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from npr_toolkit.data.grading import Grade, Grader
-from npr_toolkit.data.io import InputError, ResumableJsonl, write_json_atomic
+from npr_toolkit.data.io import InputError, ResumableJsonl, exclusive, write_json_atomic
 from npr_toolkit.data.prompts import load_template, user_message
 from npr_toolkit.data.records import Problem, describe_error
 from npr_toolkit.format import PROFILES, extract_boxed, validate
@@ -239,7 +239,8 @@ def run_eval(config: EvalConfig) -> EvalSummary:
     modes: list[Mode] = ["parallel", config.baseline] if config.baseline else ["parallel"]
 
     grader = Grader(workers=config.grade_workers, timeout=config.grade_timeout)
-    with grader, ResumableJsonl(config.out / JOURNAL_FILE) as journal:
+    # The lock: a second `npr eval --out` on this folder would append to this run's journal.
+    with exclusive(config.out, "--out"), grader, ResumableJsonl(config.out / JOURNAL_FILE) as journal:
         _pin_settings(config, template, journal)
         records = _journal_records(journal, {p.id: p for p in problems}, config.k)
         done = {(r.mode, r.problem_id, r.sample) for r in records}
