@@ -8,12 +8,12 @@ the same command to resume it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 
-from npr_toolkit.data.distill import DistillConfig, DistillResult
+from npr_toolkit.data.distill_config import DistillConfig
 from npr_toolkit.data.io import check_outputs
 from npr_toolkit.display import percent
 
@@ -21,6 +21,9 @@ from .command import config_options, finish, parse_config, with_options
 from .console import console, print_paths, print_table
 from .options import OutputFormat
 from .progress import Bar
+
+if TYPE_CHECKING:  # the job's module (grading, sampling) loads when the command runs, not with every npr-data command
+    from npr_toolkit.data.distill import DistillResult
 
 app = typer.Typer()
 SHOWN_ERRORS = 10
