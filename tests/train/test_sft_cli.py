@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from npr_toolkit.cli.main import app
+from npr_toolkit.data.io import exclusive
 from npr_toolkit.data.prompts import user_message
 from npr_toolkit.toy import save_toy_model
 from npr_toolkit.toy.task import PROMPT_TEMPLATE, make_problems, reference_trajectory
@@ -99,3 +100,21 @@ def test_sft_cli_missing_model(paths: tuple[Path, Path], tmp_path: Path, monkeyp
     result = sft("--model", tmp_path / "nothing-here", "--data", data, "--out", tmp_path / "run")
     assert result.exit_code == 2, result.output
     assert "cannot load model" in result.output
+
+
+@pytest.mark.parametrize("stage", ["sft", "papo"])
+def test_a_second_run_into_the_same_out_is_refused(paths: tuple[Path, Path], tmp_path: Path, stage: str) -> None:
+    """While a run holds --out (its lock), another one is an input error before any model loads,
+    instead of writing its checkpoints over the first one's."""
+    model, data = paths
+    out = tmp_path / "run"
+    source = ["--data", data] if stage == "sft" else ["--problems", tmp_path / "problems.jsonl"]
+    (tmp_path / "problems.jsonl").write_text(
+        "".join(json.dumps(p) + "\n" for p in make_problems(64, seed=0)), encoding="utf-8"
+    )
+    with exclusive(out, "--out"):
+        args = ["train", stage, "--model", model, *source, "--out", out]
+        result = runner.invoke(app, list(map(str, args)))
+    assert result.exit_code == 2, result.output
+    assert f"--out {out}: another run is writing it now" in " ".join(result.output.split())
+    assert not out.exists()

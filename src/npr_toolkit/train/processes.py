@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any
 
 RANK_VARIABLES = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")  # accelerate's, in its order
@@ -22,6 +24,16 @@ def main_process() -> bool:
     from accelerate.utils import get_int_from_env
 
     return get_int_from_env(list(RANK_VARIABLES), 0) == 0
+
+
+def output_lock(out: str | Path) -> AbstractContextManager[None]:
+    """For the whole run the main process holds ``OUT.lock`` (``data.io.exclusive``): a second run into
+    the same folder is refused (exit 2) instead of writing its checkpoints over this one's. The other
+    processes of this run take no lock.
+    """
+    from ..data.io import exclusive
+
+    return exclusive(out, "--out") if main_process() else nullcontext()
 
 
 def quiet_replicas(args: Any) -> None:

@@ -27,7 +27,7 @@ from ..engine import SemanticsError
 from ..view.semantics import read_semantics, record_semantics
 from .config import load_config
 from .loading import load_pretrained
-from .processes import quiet_replicas, save_once
+from .processes import output_lock, quiet_replicas, save_once
 from .progress import show_progress
 
 logger = logging.getLogger(__name__)
@@ -87,13 +87,29 @@ def run_rl(
 
     Raises:
         InputError: bad config, problems or model, too few problems for one step, no step taken, or
-            server rollouts for a model they cannot sample exactly (without ``allow_approximate``).
+            server rollouts for a model they cannot sample exactly (without ``allow_approximate``), or
+            another run writing ``out``.
     """
-    import torch
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     cfg = load_config(config_cls, config, output_dir=str(out), **overrides)
     quiet_replicas(cfg)
+    with output_lock(out):
+        return _fit(cfg, build_trainer, model, problems, out, template, callbacks)
+
+
+def _fit(
+    cfg: Any,
+    build_trainer: Callable[..., Any],
+    model: str | Path,
+    problems: str | Path,
+    out: str | Path,
+    template: str | None,
+    callbacks: Sequence[TrainerCallback],
+) -> Path:
+    """``run_rl`` once its config is resolved and the output is ours: load, train, save."""
+    import torch
+
     dataset = problem_dataset(read_problems(problems), template or load_template(cfg.prompt_file))
     check_fills_a_step(cfg, len(dataset), str(problems))
     attn = getattr(cfg, "attn_implementation", None) or "sdpa"

@@ -37,7 +37,7 @@ from npr_toolkit.view.batch import Attention
 from npr_toolkit.view.semantics import read_semantics, record_semantics
 
 from .loading import load_pretrained
-from .processes import quiet_replicas, save_once
+from .processes import output_lock, quiet_replicas, save_once
 from .progress import show_progress
 from .sft_config import NPRSFTConfig, load_sft_config
 
@@ -236,11 +236,9 @@ def run_sft(
         ``out``, loadable by ``AutoModelForCausalLM``/``AutoTokenizer``, the engines and ``npr eval``.
 
     Raises:
-        InputError: unreadable data or model, a bad config, or no usable record.
+        InputError: unreadable data or model, a bad config, no usable record, or another run writing ``out``.
     """
     import dataclasses
-
-    from datasets import Dataset
 
     out = Path(out)
     if isinstance(config, NPRSFTConfig):
@@ -251,6 +249,19 @@ def run_sft(
     else:
         config = load_sft_config(config, output_dir=str(out), **overrides)
     quiet_replicas(config)
+    with output_lock(out):
+        return _fit(model, data, out, config, callbacks)
+
+
+def _fit(
+    model: str | Path,
+    data: str | Path | Sequence[Mapping[str, Any]],
+    out: Path,
+    config: NPRSFTConfig,
+    callbacks: Sequence[TrainerCallback],
+) -> Path:
+    """``run_sft`` once its config is resolved and the output is ours: load, train, save, report."""
+    from datasets import Dataset
 
     records = list(_beta_records(data))  # read first: a missing file fails before the model loads
     model_obj, tokenizer = load_model(model, config)
