@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -192,3 +198,39 @@ def test_eval_on_the_tiny_model_writes_all_outputs_and_resumes(toy_run_inputs):
         busy = invoke(*args, "--limit", "3", "-k", "4")
     assert busy.exit_code == 2 and "another run is writing it now" in flat(busy), busy.output
     assert (out / "samples.jsonl").read_bytes() == journal
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_decoded_samples_and_a_rerun_resumes_them(toy_run_inputs):
+    """SIGINT to the process group (what Ctrl-C sends): exit 130 naming what was saved, the lock released;
+    the rerun decodes only the rest and loses nothing."""
+    root = toy_run_inputs
+    out = root / "interrupted"
+    journal = out / "samples.jsonl"
+    args = [
+        "eval", "--bench", root / "toy.jsonl", "--model", root / "model", "--prompt-file", root / "prompt.txt",
+        "-k", "16", "--max-new-tokens", "48", "--out", out, "--format", "json",
+    ]  # fmt: skip
+    command = [str(Path(sys.executable).parent / "npr"), *map(str, args)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (journal.is_file() and journal.read_text().count("\n") >= 3):
+            assert process.poll() is None and time.monotonic() < deadline, "no sample decoded"
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    saved = journal.read_text().count("\n")
+    assert process.returncode == 130, stderr
+    assert f"interrupted: {saved} saved in {journal}; rerun to resume" in " ".join(stderr.split())
+    assert not Path(f"{out}.lock").exists()
+
+    rerun = invoke(*map(str, args[1:]))
+    assert rerun.exit_code == 0, rerun.output
+    summary = json.loads(rerun.stdout)
+    assert (summary["resumed"], summary["generated"]) == (saved, 4 * 16 - saved)

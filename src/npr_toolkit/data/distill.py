@@ -35,6 +35,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from npr_toolkit.errors import Interrupted
 from npr_toolkit.format import StructuralFilter
 
 from .distill_config import DistillConfig
@@ -68,14 +69,6 @@ class DistillResult(BaseModel):
     resumed_samples: int  # judged by an earlier, interrupted run and taken from the journal
     restarted: bool  # a work dir from a run with other inputs/options was discarded
     elapsed: float
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C stopped the job. ``saved`` samples are in the journal; rerunning resumes from them."""
-
-    def __init__(self, saved: int):
-        super().__init__(f"interrupted: {saved} saved; rerun to resume")
-        self.saved = saved
 
 
 # --- inputs --------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from npr_toolkit.data.grading import Grade, Grader
 from npr_toolkit.data.io import InputError, ResumableJsonl, exclusive, write_json_atomic
 from npr_toolkit.data.prompts import load_template, user_message
 from npr_toolkit.data.records import Problem, describe_error
+from npr_toolkit.errors import Interrupted
 from npr_toolkit.format import PROFILES, extract_boxed, validate
 from npr_toolkit.seeds import derive_seed
 
@@ -232,6 +233,7 @@ def run_eval(config: EvalConfig) -> EvalSummary:
 
     Raises:
         InputError: benchmark, prompt file, output folder or model that cannot be used (usage errors).
+        Interrupted: Ctrl-C; the samples decoded so far are in the journal, and rerunning resumes.
     """
     benchmark = load_benchmark(config.bench, data_dir=config.data_dir)
     problems = benchmark.problems[: config.limit] if config.limit else benchmark.problems
@@ -253,7 +255,10 @@ def run_eval(config: EvalConfig) -> EvalSummary:
             if (mode, problem.id, sample) not in done
         ]
         if tasks:
-            records += _generate(config, template, tasks, journal, grader)
+            try:
+                records += _generate(config, template, tasks, journal, grader)
+            except KeyboardInterrupt:
+                raise Interrupted(len(journal.done()), str(journal.path)) from None
         records = assign_votes([r for r in records if r.mode in modes], grader)
 
     metrics = {mode: compute_metrics(records, mode) for mode in modes}
