@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from npr_toolkit.cli.main import app
 from npr_toolkit.data.grading import grade_one
+from npr_toolkit.demo import QUICK
 from npr_toolkit.format import StructuralFilter
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -81,18 +82,13 @@ def test_parallel_decoding_takes_fewer_steps_than_serial_branches(demo):
 
 
 # --- npr demo --semantics reprefill: the path a GPU user takes with a real SGLang server -----------------
-TINY = dict(
-    train_problems=300,
-    heldout_problems=8,
-    rollouts_per_problem=2,
-    sft_steps=60,
-    sft_batch=32,
-    papo_steps=2,
-    papo_prompts=2,
-    papo_samples=4,
-    eval_samples=1,
-    speed_problems=2,
-)
+# The quick demo with every stage cut to a few steps and problems (SFT still long enough to teach the format).
+TINY = QUICK.model_copy(
+    update=dict(
+        train_problems=300, heldout_problems=8, sft_steps=60, papo_steps=2, papo_prompts=2, papo_samples=4,
+        eval_samples=1, speed_problems=2,
+    )
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +98,7 @@ def served_demo(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("demo-reprefill")
     patch = pytest.MonkeyPatch()
-    patch.setattr(demo_module, "QUICK", demo_module.DemoScale(**TINY))
+    patch.setattr(demo_module, "QUICK", TINY)
     try:
         args = ["demo", "--quick", "--semantics", "reprefill", "--out", str(out), "--format", "json"]
         result = CliRunner().invoke(app, args)
@@ -124,6 +120,6 @@ def test_reprefill_demo_trains_reprefill_and_decodes_through_npr_serve(served_de
         assert json.loads((out / folder / "settings.json").read_text())["engine"] == "sglang"
     assert list((out / "weights").iterdir()), "PAPO pushed no weights to the server"
     steps = [e for e in json.loads((out / "papo" / "trainer_state.json").read_text())["log_history"] if "loss" in e]
-    assert len(steps) == TINY["papo_steps"]
+    assert len(steps) == TINY.papo_steps
     # Rollouts sampled by the server, log π recomputed by the trainer's reprefill view: the same numbers.
     assert all(step["npr/onpolicy_max_abs_diff"] < 1e-4 for step in steps), steps

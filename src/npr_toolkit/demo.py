@@ -51,29 +51,16 @@ class DemoScale(BaseModel):
 
 
 QUICK = DemoScale(
-    train_problems=1500,
-    heldout_problems=64,
-    rollouts_per_problem=2,
-    sft_steps=320,
-    sft_batch=32,
-    papo_steps=24,
-    papo_prompts=8,
-    papo_samples=8,
-    eval_samples=2,
-    speed_problems=16,
-)
-FULL = DemoScale(
-    train_problems=6000,
-    heldout_problems=200,
-    rollouts_per_problem=2,
-    sft_steps=700,
-    sft_batch=64,
-    papo_steps=100,
-    papo_prompts=8,
-    papo_samples=8,
-    eval_samples=4,
-    speed_problems=48,
-)
+    train_problems=1500, heldout_problems=64, rollouts_per_problem=2, sft_steps=320, sft_batch=32, papo_steps=24,
+    papo_prompts=8, papo_samples=8, eval_samples=2, speed_problems=16,
+)  # fmt: skip
+# The full demo: more problems, a longer SFT and PAPO, more held-out samples.
+FULL = QUICK.model_copy(
+    update=dict(
+        train_problems=6000, heldout_problems=200, sft_steps=700, sft_batch=64, papo_steps=100, eval_samples=4,
+        speed_problems=48,
+    )
+)  # fmt: skip
 
 MAX_NEW_TOKENS = 160  # the longest toy trajectory is ~120 tokens
 
