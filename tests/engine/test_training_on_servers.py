@@ -22,16 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
-from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from npr_toolkit.cli.main import app
 from npr_toolkit.engine.fork_join import WeightVersionError
-from npr_toolkit.toy.task import PROMPT_TEMPLATE, make_problems
 from npr_toolkit.train.papo import ONPOLICY_METRIC, PAPOTrainer
-from npr_toolkit.train.papo_config import PAPOConfig
 
 from .format_model import record_reprefill
 from .server_process import assert_serves, npr_serve_processes, version_of
@@ -56,31 +51,12 @@ def urls(reprefill_dir, tmp_path_factory) -> Iterator[list[str]]:
         yield found
 
 
-def parity_reward(completions, npr_valid, **kwargs):
-    """Splits every group (text length parity) on kept rollouts, so every step has a gradient."""
-    return [(1.0 if len(t) % 2 else -1.0) if ok else None for t, ok in zip(kwargs["npr_text"], npr_valid, strict=True)]
-
-
-def papo_on_servers(model_dir: Path, urls: list[str], tmp_path: Path, **settings) -> PAPOTrainer:
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    rows = [
-        {"prompt": [{"role": "user", "content": PROMPT_TEMPLATE.format(problem=p["problem"])}], "answer": p["answer"]}
-        for p in make_problems(8, seed=7)
-    ]
-    config = PAPOConfig(
-        output_dir=str(tmp_path / "out"), use_cpu=True, per_device_train_batch_size=8, num_generations=4,
-        max_completion_length=160, learning_rate=3e-4, lr_scheduler_type="constant", save_strategy="no", seed=0,
-        disable_tqdm=True, max_steps=3, rollout_engine="sglang", rollout_servers=urls,
+def papo_on_servers(small_papo, model_dir: Path, urls: list[str], tmp_path: Path, **settings) -> PAPOTrainer:
+    """``small_papo`` for 3 steps with its rollouts on ``urls``, weights pushed through ``tmp_path / "weights"``."""
+    return small_papo(
+        model_dir, tmp_path / "out", max_steps=3, rollout_engine="sglang", rollout_servers=urls,
         weight_sync_dir=str(tmp_path / "weights"), **settings,
     )  # fmt: skip
-    return PAPOTrainer(
-        model=model,
-        args=config,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        reward_funcs=[parity_reward],
-    )
 
 
 def check_every_push(trainer: PAPOTrainer, urls: list[str]) -> list[str]:
@@ -100,8 +76,10 @@ def check_every_push(trainer: PAPOTrainer, urls: list[str]) -> list[str]:
 
 
 @pytest.mark.parametrize(("servers", "weight_sync"), [(1, "disk"), (2, "disk"), (2, "distributed")])
-def test_papo_on_servers_pushes_every_step_and_stays_on_policy(reprefill_dir, urls, tmp_path, servers, weight_sync):
-    trainer = papo_on_servers(reprefill_dir, urls[:servers], tmp_path, weight_sync=weight_sync)
+def test_papo_on_servers_pushes_every_step_and_stays_on_policy(
+    reprefill_dir, urls, tmp_path, servers, weight_sync, small_papo
+):
+    trainer = papo_on_servers(small_papo, reprefill_dir, urls[:servers], tmp_path, weight_sync=weight_sync)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     pushed = check_every_push(trainer, urls[:servers])
     trainer.train()
@@ -113,8 +91,8 @@ def test_papo_on_servers_pushes_every_step_and_stays_on_policy(reprefill_dir, ur
     assert moved > 1e-4  # the pushes carried changed weights
 
 
-def test_a_rollout_from_weights_that_were_not_pushed_is_refused(reprefill_dir, urls, tmp_path):
-    trainer = papo_on_servers(reprefill_dir, urls[:1], tmp_path)
+def test_a_rollout_from_weights_that_were_not_pushed_is_refused(reprefill_dir, urls, tmp_path, small_papo):
+    trainer = papo_on_servers(small_papo, reprefill_dir, urls[:1], tmp_path)
     sync = trainer.server_rollouts.sync
     push, calls = sync.push, []
 
@@ -129,15 +107,10 @@ def test_a_rollout_from_weights_that_were_not_pushed_is_refused(reprefill_dir, u
     assert trainer.state.global_step == 1  # no step was taken on the stale rollouts
 
 
-def write_inputs(tmp_path: Path) -> tuple[Path, Path]:
-    problems, template = tmp_path / "problems.jsonl", tmp_path / "template.txt"
-    problems.write_text("".join(json.dumps(p) + "\n" for p in make_problems(4, seed=7)))
-    template.write_text(PROMPT_TEMPLATE)
-    return problems, template
-
-
-def train_cli(stage: str, model: Path, urls: list[str], tmp_path: Path, *extra: str):
-    problems, template = write_inputs(tmp_path)
+def train_cli(stage: str, model: Path, urls: list[str], inputs: tuple[Path, Path], *extra: str):
+    """``npr train STAGE`` for one step on ``inputs`` (``rl_inputs``' problems and template) against ``urls``."""
+    problems, template = inputs
+    tmp_path = problems.parent
     args = [
         "train", stage, "--model", str(model), "--problems", str(problems), "--out", str(tmp_path / stage),
         "--prompt-file", str(template), "--max-steps", "1", "--per-device-train-batch-size", "8",
@@ -149,35 +122,39 @@ def train_cli(stage: str, model: Path, urls: list[str], tmp_path: Path, *extra: 
     return CliRunner().invoke(app, args)
 
 
-def test_a_canonical_checkpoint_is_refused_for_server_rollouts_unless_accepted(format_model_dir, urls, tmp_path):
-    refused = train_cli("papo", format_model_dir, urls[:1], tmp_path, "--engine", "sglang")
+def test_a_canonical_checkpoint_is_refused_for_server_rollouts_unless_accepted(
+    format_model_dir, urls, tmp_path, rl_inputs
+):
+    refused = train_cli("papo", format_model_dir, urls[:1], rl_inputs(4, seed=7), "--engine", "sglang")
     assert refused.exit_code == 2, refused.output
     message = " ".join(refused.output.split())
     assert "canonical" in message and "reprefill" in message and "--allow-approximate" in message
     assert "Traceback" not in message and not (tmp_path / "papo").exists()
-    accepted = train_cli("papo", format_model_dir, urls[:1], tmp_path, "--engine", "sglang", "--allow-approximate")
+    accepted = train_cli(
+        "papo", format_model_dir, urls[:1], rl_inputs(4, seed=7), "--engine", "sglang", "--allow-approximate"
+    )
     assert accepted.exit_code == 0, accepted.output
 
 
-def test_papo_cli_on_two_openai_servers(reprefill_dir, urls, tmp_path):
-    result = train_cli("papo", reprefill_dir, urls, tmp_path, "--engine", "openai")
+def test_papo_cli_on_two_openai_servers(reprefill_dir, urls, tmp_path, rl_inputs):
+    result = train_cli("papo", reprefill_dir, urls, rl_inputs(4, seed=7), "--engine", "openai")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["steps"] == 1 and summary["last"][ONPOLICY_METRIC] < 1e-4
     assert (tmp_path / "papo" / "model.safetensors").is_file()
 
 
-def test_zero_samples_plain_text_on_servers_from_a_canonical_checkpoint(format_model_dir, urls, tmp_path):
-    result = train_cli("zero", format_model_dir, urls, tmp_path, "--engine", "sglang")
+def test_zero_samples_plain_text_on_servers_from_a_canonical_checkpoint(format_model_dir, urls, rl_inputs):
+    result = train_cli("zero", format_model_dir, urls, rl_inputs(4, seed=7), "--engine", "sglang")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["steps"] == 1
     assert [version_of(url).endswith("-0") for url in urls] == [True, True]  # this run pushed before sampling
 
 
-def test_two_training_processes_sample_the_weights_the_main_process_pushed(reprefill_dir, urls, tmp_path):
+def test_two_training_processes_sample_the_weights_the_main_process_pushed(reprefill_dir, urls, tmp_path, rl_inputs):
     """``accelerate launch --num_processes 2`` (CPU, gloo): the main process pushes (over a gloo group beside
     the trainers' own), both processes sample on the servers and expect the version it pushed."""
-    problems, template = write_inputs(tmp_path)
+    problems, template = rl_inputs(4, seed=7)
     with socket.socket() as sock:  # a free rendezvous port: other runs may use accelerate's 29500
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -23,13 +23,8 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
-def engine(toy_model, toy_tokenizer) -> TorchEngine:
-    return TorchEngine(toy_model, toy_tokenizer)
-
-
-@pytest.fixture(scope="module")
-def server(engine) -> Iterator[str]:
-    with Server(engine, ServeConfig(port=0, model_name="toy")) as url:
+def server(toy_engine) -> Iterator[str]:
+    with Server(toy_engine, ServeConfig(port=0, model_name="toy")) as url:
         yield url
 
 
@@ -60,7 +55,7 @@ def test_health_and_model_info(server) -> None:
     assert call(server, "/health", body={})[0] == 405
 
 
-def test_single_text_matches_the_torch_engine(server, engine, toy_tokenizer) -> None:
+def test_single_text_matches_the_torch_engine(server, toy_engine, toy_tokenizer) -> None:
     status, out = call(
         server,
         "/generate",
@@ -68,7 +63,7 @@ def test_single_text_matches_the_torch_engine(server, engine, toy_tokenizer) -> 
     )
     assert status == 200 and isinstance(out, dict)
     ids = toy_tokenizer.encode("Compute: 1+2")
-    (ref,) = sequential(engine, [ids], max_new_tokens=12, seed=7)
+    (ref,) = sequential(toy_engine, [ids], max_new_tokens=12, seed=7)
     assert out["output_ids"] == ref.completion_ids
     meta = out["meta_info"]
     assert meta["prompt_tokens"] == len(ids) and meta["completion_tokens"] == len(ref.completion_ids)
@@ -84,19 +79,19 @@ def test_single_text_matches_the_torch_engine(server, engine, toy_tokenizer) -> 
     assert {"id", "cached_tokens", "e2e_latency", "weight_version"} <= set(meta)
 
 
-def test_batch_with_n_is_grouped_by_prompt(server, engine, toy_tokenizer) -> None:
+def test_batch_with_n_is_grouped_by_prompt(server, toy_engine, toy_tokenizer) -> None:
     body = {"text": ["ab", "xyz"], "sampling_params": {"max_new_tokens": 6, "n": 2, "sampling_seed": 3}}
     status, out = call(server, "/generate", body)
     assert status == 200 and isinstance(out, list) and len(out) == 4
     # Each prompt gets the request's seed, so its samples do not depend on the rest of the batch.
-    refs = [sequential(engine, [toy_tokenizer.encode(t)], max_new_tokens=6, n=2, seed=3) for t in ("ab", "xyz")]
+    refs = [sequential(toy_engine, [toy_tokenizer.encode(t)], max_new_tokens=6, n=2, seed=3) for t in ("ab", "xyz")]
     assert [o["output_ids"] for o in out] == [r.completion_ids for pair in refs for r in pair]
     assert [o["meta_info"]["prompt_tokens"] for o in out] == [2, 2, 3, 3]
     assert len({o["meta_info"]["id"] for o in out}) == 4
     assert "output_token_logprobs" not in out[0]["meta_info"]
 
 
-def test_input_ids_single_batch_and_n(server, engine) -> None:
+def test_input_ids_single_batch_and_n(server, toy_engine) -> None:
     status, single = call(server, "/generate", {"input_ids": [5, 6, 7], "sampling_params": {"max_new_tokens": 4}})
     assert status == 200 and isinstance(single, dict) and single["meta_info"]["prompt_tokens"] == 3
     status, batch = call(server, "/generate", {"input_ids": [[5, 6], [7]], "rid": "job"})
@@ -108,9 +103,9 @@ def test_input_ids_single_batch_and_n(server, engine) -> None:
     assert status == 200 and empty["output_ids"] == [] and empty["meta_info"]["finish_reason"]["type"] == "length"
 
 
-def test_stop_token_ids_and_greedy(server, engine, toy_tokenizer) -> None:
+def test_stop_token_ids_and_greedy(server, toy_engine, toy_tokenizer) -> None:
     ids = toy_tokenizer.encode("Compute")
-    (free,) = sequential(engine, [ids], max_new_tokens=10, temperature=0.0)
+    (free,) = sequential(toy_engine, [ids], max_new_tokens=10, temperature=0.0)
     stop = free.completion_ids[3]
     first = free.completion_ids.index(stop)
     body = {"input_ids": ids, "sampling_params": {"max_new_tokens": 10, "temperature": 0, "stop_token_ids": [stop]}}
@@ -121,7 +116,7 @@ def test_stop_token_ids_and_greedy(server, engine, toy_tokenizer) -> None:
     assert out["text"] == toy_tokenizer.decode(free.completion_ids[:first], skip_special_tokens=True)  # trimmed
 
 
-def test_concurrent_requests_batched_without_changing_them(server, engine, toy_tokenizer) -> None:
+def test_concurrent_requests_batched_without_changing_them(server, toy_engine, toy_tokenizer) -> None:
     bodies = [{"text": f"q{i}", "sampling_params": {"max_new_tokens": 8, "sampling_seed": i}} for i in range(5)]
     results: list[tuple[int, Any]] = [(0, None)] * len(bodies)
 
@@ -135,7 +130,7 @@ def test_concurrent_requests_batched_without_changing_them(server, engine, toy_t
         t.join(60)
     assert all(status == 200 for status, _ in results)
     for i, (_, out) in enumerate(results):
-        (ref,) = sequential(engine, [toy_tokenizer.encode(f"q{i}")], max_new_tokens=8, seed=i)
+        (ref,) = sequential(toy_engine, [toy_tokenizer.encode(f"q{i}")], max_new_tokens=8, seed=i)
         assert out["output_ids"] == ref.completion_ids
 
 
@@ -205,8 +200,8 @@ def test_server_survives_bad_requests(server) -> None:
 
 
 # --- the bounded queue --------------------------------------------------------------------------
-def test_queue_overflow_gets_503(engine) -> None:
-    server = Server(engine, ServeConfig(port=0, max_queue=1))
+def test_queue_overflow_gets_503(toy_engine) -> None:
+    server = Server(toy_engine, ServeConfig(port=0, max_queue=1))
     with server as url:
         slow: dict[str, Any] = {}
         body = {"input_ids": [5], "sampling_params": {"max_new_tokens": 300, "temperature": 0}}  # 5 5 5 ..., no EOS

@@ -21,9 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from npr_toolkit.data.prompts import user_message
 from npr_toolkit.toy import save_toy_model
-from npr_toolkit.toy.task import PROMPT_TEMPLATE, make_problems, reference_trajectory
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -66,16 +64,10 @@ def assert_same_step(one: tuple[dict, dict], two: tuple[dict, dict]) -> None:
     assert max(g.abs().max().item() for g in grads_1.values()) > 1e-3  # a real gradient, not zeros
 
 
-def test_two_process_sft_step_equals_one_process(tmp_path):
+def test_two_process_sft_step_equals_one_process(tmp_path, beta_file):
     model = save_toy_model(tmp_path / "toy", hidden_size=64, num_heads=2, num_kv_heads=1, intermediate_size=128)
-    data = tmp_path / "beta.jsonl"
-    with data.open("w") as handle:
-        for p in make_problems(8, seed=0):
-            messages = [*user_message(p["problem"], PROMPT_TEMPLATE), {"role": "assistant", "content": ""}]
-            messages[-1]["content"] = reference_trajectory(p["problem"])
-            handle.write(json.dumps({"id": p["id"], "messages": messages, "answer": p["answer"]}) + "\n")
-    one = first_step("sft", model, data, tmp_path, processes=1, batch=4)
-    two = first_step("sft", model, data, tmp_path, processes=2, batch=2)
+    one = first_step("sft", model, beta_file, tmp_path, processes=1, batch=4)
+    two = first_step("sft", model, beta_file, tmp_path, processes=2, batch=2)
     assert_same_step(one, two)
     assert json.loads((tmp_path / "sft-2" / "out" / "sft_report.json").read_text())["steps"] == 1
 
@@ -89,9 +81,8 @@ def batch_normalised(rewards: list[float | None], group: int) -> list[float]:
     return advantages.nan_to_num(0.0).flatten().tolist()
 
 
-def test_two_process_papo_step_equals_one_process(format_model_dir, tmp_path):
-    problems = tmp_path / "problems.jsonl"
-    problems.write_text("".join(json.dumps(p) + "\n" for p in make_problems(8, seed=7)))
+def test_two_process_papo_step_equals_one_process(format_model_dir, tmp_path, rl_inputs):
+    problems, _ = rl_inputs(8, seed=7)
     one = first_step("papo", format_model_dir, problems, tmp_path, processes=1, batch=16)
     two = first_step("papo", format_model_dir, problems, tmp_path, processes=2, batch=8)
     (batch_1, _), (batch_2, _) = one, two
@@ -107,12 +98,9 @@ def test_two_process_papo_step_equals_one_process(format_model_dir, tmp_path):
     assert_same_step(one, two)
 
 
-def test_npr_train_papo_runs_unchanged_under_accelerate_launch(tmp_path):
+def test_npr_train_papo_runs_unchanged_under_accelerate_launch(tmp_path, rl_inputs):
     model = save_toy_model(tmp_path / "toy", seed=0)
-    problems = tmp_path / "problems.jsonl"
-    problems.write_text("".join(json.dumps(p) + "\n" for p in make_problems(8, seed=0)))
-    template = tmp_path / "template.txt"
-    template.write_text(PROMPT_TEMPLATE)
+    problems, template = rl_inputs()
     out = tmp_path / "papo"
     result = launch(
         BIN / "npr", "train", "papo", "--model", model, "--problems", problems, "--out", out, "--max-steps", "2",

@@ -238,13 +238,12 @@ def test_rollout_seeds_follow_the_global_position_and_the_step():
     assert all(0 <= s < 2**31 for s in seeds)
 
 
-def test_papo_with_too_few_problems_for_one_step_exits_2(tmp_path):
+def test_papo_with_too_few_problems_for_one_step_exits_2(tmp_path, rl_inputs):
     from typer.testing import CliRunner
 
     from npr_toolkit.cli.main import app
 
-    problems = tmp_path / "p.jsonl"
-    problems.write_text("".join(json.dumps(p) + "\n" for p in make_problems(8, seed=0)))
+    problems, _ = rl_inputs()
     out = tmp_path / "out"
     args = ["train", "papo", "--model", str(tmp_path / "never-loaded"), "--problems", str(problems), "--out", str(out)]
     result = CliRunner().invoke(app, [*args, "--max-steps", "1"])
@@ -256,17 +255,14 @@ def test_papo_with_too_few_problems_for_one_step_exits_2(tmp_path):
 
 
 @pytest.mark.slow
-def test_papo_cli_runs_and_reports(tmp_path):
+def test_papo_cli_runs_and_reports(tmp_path, rl_inputs):
     from typer.testing import CliRunner
 
     from npr_toolkit.cli.main import app
     from npr_toolkit.toy.model import save_toy_model
 
     base = save_toy_model(tmp_path / "base", seed=0)
-    problems = tmp_path / "p.jsonl"
-    problems.write_text("".join(json.dumps(p) + "\n" for p in make_problems(4, seed=0)))
-    template = tmp_path / "t.txt"
-    template.write_text(PROMPT_TEMPLATE)
+    problems, template = rl_inputs(4)
     out = tmp_path / "papo"
     result_args = [
         "train", "papo", "--model", str(base), "--problems", str(problems), "--out", str(out),

@@ -10,12 +10,10 @@ import sys
 
 import pytest
 import torch
-from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from npr_toolkit.cli.main import app
-from npr_toolkit.toy.task import PROMPT_TEMPLATE, make_problems
+from npr_toolkit.toy.task import PROMPT_TEMPLATE
 from npr_toolkit.train.papo import ONPOLICY_METRIC, PAPOTrainer
 from npr_toolkit.train.papo_config import PAPOConfig
 
@@ -37,9 +35,8 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
         (["mask_truncated_completions=true"], "drop_truncated"),
     ],
 )
-def test_off_policy_settings_exit_2_naming_the_field(tmp_path, settings, field):
-    problems = tmp_path / "p.jsonl"
-    problems.write_text("".join(json.dumps(p) + "\n" for p in make_problems(8, seed=0)))
+def test_off_policy_settings_exit_2_naming_the_field(tmp_path, settings, field, rl_inputs):
+    problems, _ = rl_inputs()
     args = ["train", "papo", "--model", str(tmp_path / "never-loaded"), "--problems", str(problems)]
     args += ["--out", str(tmp_path / "out"), "--per-device-train-batch-size", "4", "--num-generations", "2"]
     for setting in settings:
@@ -50,47 +47,13 @@ def test_off_policy_settings_exit_2_naming_the_field(tmp_path, settings, field):
     assert field in message and "Traceback" not in message, message
 
 
-def _parity_reward(completions, npr_valid, **kwargs):
-    """A reward that splits every group (text length parity) on kept rollouts, so each step has a gradient."""
-    texts = kwargs["npr_text"]
-    return [(1.0 if len(t) % 2 else -1.0) if ok else None for t, ok in zip(texts, npr_valid, strict=True)]
-
-
-def _papo(model_dir, tmp_path, **settings) -> PAPOTrainer:
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    rows = [
-        {"prompt": [{"role": "user", "content": PROMPT_TEMPLATE.format(problem=p["problem"])}], "answer": p["answer"]}
-        for p in make_problems(8, seed=7)
-    ]
-    defaults = {
-        "use_cpu": True,
-        "per_device_train_batch_size": 8,
-        "num_generations": 4,
-        "max_completion_length": 160,
-        "learning_rate": 3e-4,
-        "lr_scheduler_type": "constant",
-        "save_strategy": "no",
-        "seed": 0,
-        "disable_tqdm": True,
-    }
-    config = PAPOConfig(output_dir=str(tmp_path), **(defaults | settings))
-    return PAPOTrainer(
-        model=model,
-        args=config,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        reward_funcs=[_parity_reward],
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("semantics", ["canonical", "reprefill"])
-def test_three_step_papo_run_logs_an_onpolicy_difference_below_1e4(format_model_dir, tmp_path, semantics):
+def test_three_step_papo_run_logs_an_onpolicy_difference_below_1e4(format_model_dir, tmp_path, semantics, small_papo):
     """In either semantics the engine decodes the rollouts as the view recomputes them (docs/design.md §3, §3b)."""
     # seed 1: the canonical-trained format policy writes few valid trees when decoded reprefill; with this seed
     # the kept rollouts of both semantics still split some group, so the policy moves between the steps
-    trainer = _papo(format_model_dir, tmp_path, max_steps=3, semantics=semantics, seed=1)
+    trainer = small_papo(format_model_dir, tmp_path, max_steps=3, semantics=semantics, seed=1)
     assert trainer._engine.semantics == semantics
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
@@ -103,9 +66,9 @@ def test_three_step_papo_run_logs_an_onpolicy_difference_below_1e4(format_model_
 
 
 @pytest.mark.slow
-def test_the_onpolicy_metric_exposes_a_step_on_stale_rollouts(format_model_dir, tmp_path):
+def test_the_onpolicy_metric_exposes_a_step_on_stale_rollouts(format_model_dir, tmp_path, small_papo):
     """What PAPOConfig rejects, forced past the check: TRL then trains step 2 on step 1's rollouts."""
-    trainer = _papo(format_model_dir, tmp_path, max_steps=2)
+    trainer = small_papo(format_model_dir, tmp_path, max_steps=2)
     trainer.args.steps_per_generation = 2
     trainer.args.generation_batch_size = 16
     trainer.train()
@@ -114,17 +77,18 @@ def test_the_onpolicy_metric_exposes_a_step_on_stale_rollouts(format_model_dir, 
 
 
 @pytest.mark.slow
-def test_papo_keeps_float32_master_weights_under_bf16_compute(format_model_dir, tmp_path, monkeypatch):
+def test_papo_keeps_float32_master_weights_under_bf16_compute(
+    format_model_dir, tmp_path, monkeypatch, rl_inputs, parity_reward, float32_share_moved
+):
     """The GPU set-up (bf16 autocast) on CPU at PAPO's own lr 1e-7: float32 weights, and the step moves them."""
     for name, module in list(sys.modules.items()):  # every "on a GPU?" decision of the stages takes the GPU branch
         if name.startswith("npr_toolkit.train") and hasattr(module, "on_gpu"):
             monkeypatch.setattr(module, "on_gpu", lambda use_cpu: True)
-    problems = tmp_path / "p.jsonl"
-    problems.write_text("".join(json.dumps(p) + "\n" for p in make_problems(4, seed=7)))
+    problems, _ = rl_inputs(4, seed=7)
     from npr_toolkit.train.rl import run_rl
 
     def trainer(**parts):
-        return PAPOTrainer(reward_funcs=[_parity_reward], **parts)
+        return PAPOTrainer(reward_funcs=[parity_reward], **parts)
 
     out = run_rl(
         PAPOConfig, trainer, format_model_dir, problems, tmp_path / "papo", template=PROMPT_TEMPLATE,
@@ -133,9 +97,5 @@ def test_papo_keeps_float32_master_weights_under_bf16_compute(format_model_dir, 
     )  # fmt: skip
     assert torch.load(out / "training_args.bin", weights_only=False).bf16
     assert json.loads((out / "config.json").read_text())["npr_semantics"] == "canonical"  # the checkpoint's, kept
-    before = AutoModelForCausalLM.from_pretrained(format_model_dir, dtype="auto").state_dict()
-    after = AutoModelForCausalLM.from_pretrained(out, dtype="auto").state_dict()
-    trained = [name for name in before if ".layers." in name and name.endswith("proj.weight")]
-    assert {after[name].dtype for name in trained} == {torch.float32}
-    moved = sum((after[n] != before[n]).sum().item() for n in trained) / sum(before[n].numel() for n in trained)
+    moved = float32_share_moved(format_model_dir, out)
     assert moved > 0.95, moved

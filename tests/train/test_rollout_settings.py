@@ -5,14 +5,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from typer.testing import CliRunner
 
 from npr_toolkit.cli.main import app
 from npr_toolkit.toy import save_toy_model
-from npr_toolkit.toy.task import make_problems
 
 
 @pytest.mark.parametrize(
@@ -47,9 +44,8 @@ from npr_toolkit.toy.task import make_problems
         ),
     ],
 )
-def test_server_settings_that_cannot_work_exit_2_naming_the_flag(tmp_path, stage, flags, message):
-    problems = tmp_path / "p.jsonl"
-    problems.write_text("".join(json.dumps(p) + "\n" for p in make_problems(8, seed=0)))
+def test_server_settings_that_cannot_work_exit_2_naming_the_flag(tmp_path, stage, flags, message, rl_inputs):
+    problems, _ = rl_inputs()
     args = ["train", stage, "--model", str(tmp_path / "never-loaded"), "--problems", str(problems)]
     args += ["--out", str(tmp_path / "out"), "--per-device-train-batch-size", "4", "--num-generations", "2", *flags]
     result = CliRunner().invoke(app, args)
@@ -57,10 +53,9 @@ def test_server_settings_that_cannot_work_exit_2_naming_the_flag(tmp_path, stage
     assert message in " ".join(result.output.split()) and "Traceback" not in result.output
 
 
-def test_an_unreachable_rollout_server_is_one_line_and_exit_2(tmp_path):
+def test_an_unreachable_rollout_server_is_one_line_and_exit_2(tmp_path, rl_inputs):
     model = save_toy_model(tmp_path / "toy", hidden_size=64, num_heads=2, num_kv_heads=1, intermediate_size=128)
-    problems = tmp_path / "p.jsonl"
-    problems.write_text("".join(json.dumps(p) + "\n" for p in make_problems(8, seed=0)))
+    problems, _ = rl_inputs()
     args = ["train", "zero", "--model", str(model), "--problems", str(problems), "--out", str(tmp_path / "o")]
     args += ["--per-device-train-batch-size", "4", "--num-generations", "2", "--engine", "sglang"]
     args += ["--server", "http://127.0.0.1:9", "--weight-sync-dir", str(tmp_path / "w")]  # port 9: nobody listens

@@ -26,6 +26,13 @@ REPO = Path(__file__).resolve().parents[2]
 SIZES = {"hidden_size": 64, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 128}
 
 
+# A short SFT run on CPU that measurably learns: a high constant learning rate, batches of 8, seeded.
+QUICK_CPU_RUN = dict(
+    use_cpu=True, learning_rate=3e-3, lr_scheduler_type="constant", warmup_steps=0, per_device_train_batch_size=8,
+    disable_tqdm=True, seed=0,
+)  # fmt: skip
+
+
 def beta_records(n: int, seed: int = 0, split: str = "train") -> list[dict]:
     return [
         {
@@ -236,16 +243,10 @@ def test_sft_lowers_loss_and_saves_a_loadable_checkpoint(toy_dir: Path, tmp_path
         toy_dir,
         data,
         tmp_path / "sft",
-        use_cpu=True,
         max_steps=16,
-        learning_rate=3e-3,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        per_device_train_batch_size=8,
         logging_steps=4,
         save_strategy="no",
-        disable_tqdm=True,
-        seed=0,
+        **QUICK_CPU_RUN,
     )
     report = json.loads((out / REPORT_NAME).read_text())
     assert (report["records"], report["trained"], report["dropped"]) == (65, 64, {"invalid": 1})
@@ -275,16 +276,10 @@ def test_reprefill_sft_learns_and_every_checkpoint_records_it(toy_dir: Path, tmp
         toy_dir,
         records,
         tmp_path / "sft",
-        use_cpu=True,
         semantics="reprefill",
         max_steps=8,
-        learning_rate=3e-3,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        per_device_train_batch_size=8,
         save_steps=4,
-        disable_tqdm=True,
-        seed=0,
+        **QUICK_CPU_RUN,
     )
     report = json.loads((out / REPORT_NAME).read_text())
     assert (report["semantics"], report["view_mode"], report["trained"]) == ("reprefill", "reprefill", 32)

@@ -1,4 +1,4 @@
-"""``npr train sft`` through the CLI: a tiny real run, and usage errors that exit 2 without a traceback."""
+"""``npr train sft`` through the CLI: a tiny real run, usage errors that exit 2, every stage's output lock."""
 
 from __future__ import annotations
 
@@ -10,24 +10,17 @@ from typer.testing import CliRunner
 
 from npr_toolkit.cli.main import app
 from npr_toolkit.data.io import exclusive
-from npr_toolkit.data.prompts import user_message
 from npr_toolkit.toy import save_toy_model
-from npr_toolkit.toy.task import PROMPT_TEMPLATE, make_problems, reference_trajectory
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def paths(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("cli")
-    model = save_toy_model(root / "toy", hidden_size=64, num_heads=2, num_kv_heads=1, intermediate_size=128)
-    data = root / "beta.jsonl"
-    with data.open("w") as handle:
-        for p in make_problems(8, seed=0):
-            messages = [*user_message(p["problem"], PROMPT_TEMPLATE), {"role": "assistant", "content": ""}]
-            messages[-1]["content"] = reference_trajectory(p["problem"])
-            handle.write(json.dumps({"id": p["id"], "messages": messages, "answer": p["answer"]}) + "\n")
-    return model, data
+def paths(tmp_path_factory: pytest.TempPathFactory, beta_file: Path) -> tuple[Path, Path]:
+    model = save_toy_model(
+        tmp_path_factory.mktemp("cli") / "toy", hidden_size=64, num_heads=2, num_kv_heads=1, intermediate_size=128
+    )
+    return model, beta_file
 
 
 def sft(*args: str | Path):
@@ -103,15 +96,12 @@ def test_sft_cli_missing_model(paths: tuple[Path, Path], tmp_path: Path, monkeyp
 
 
 @pytest.mark.parametrize("stage", ["sft", "papo"])
-def test_a_second_run_into_the_same_out_is_refused(paths: tuple[Path, Path], tmp_path: Path, stage: str) -> None:
+def test_a_second_run_into_the_same_out_is_refused(paths, tmp_path: Path, stage: str, rl_inputs) -> None:
     """While a run holds --out (its lock), another one is an input error before any model loads,
     instead of writing its checkpoints over the first one's."""
     model, data = paths
     out = tmp_path / "run"
-    source = ["--data", data] if stage == "sft" else ["--problems", tmp_path / "problems.jsonl"]
-    (tmp_path / "problems.jsonl").write_text(
-        "".join(json.dumps(p) + "\n" for p in make_problems(64, seed=0)), encoding="utf-8"
-    )
+    source = ["--data", data] if stage == "sft" else ["--problems", rl_inputs(64)[0]]
     with exclusive(out, "--out"):
         args = ["train", stage, "--model", model, *source, "--out", out]
         result = runner.invoke(app, list(map(str, args)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,7 +131,7 @@ def test_dynamic_sampling_drops_all_equal_groups_and_refills(tmp_path, dynamic):
     assert output["prompt_ids"].shape[0] == output["completion_ids"].shape[0] == 4
 
 
-def test_zero_keeps_float32_master_weights_under_bf16_compute(tmp_path, monkeypatch):
+def test_zero_keeps_float32_master_weights_under_bf16_compute(tmp_path, monkeypatch, rl_inputs, float32_share_moved):
     """The GPU set-up (bf16 autocast) on CPU: weights must stay float32, so a 1e-6 step moves all of them."""
     import sys
 
@@ -138,8 +139,7 @@ def test_zero_keeps_float32_master_weights_under_bf16_compute(tmp_path, monkeypa
         if name.startswith("npr_toolkit.train") and hasattr(module, "on_gpu"):
             monkeypatch.setattr(module, "on_gpu", lambda use_cpu: True)
     base = save_toy_model(tmp_path / "base", seed=0)
-    problems = tmp_path / "p.jsonl"
-    problems.write_text("".join(json.dumps(p) + "\n" for p in make_problems(4, seed=0)))
+    problems, _ = rl_inputs(4)
     from npr_toolkit.train.rl import run_rl
 
     def trainer(**parts):
@@ -152,20 +152,13 @@ def test_zero_keeps_float32_master_weights_under_bf16_compute(tmp_path, monkeypa
         use_cpu=True, max_steps=1, per_device_train_batch_size=4, num_generations=2, max_completion_length=8,
         learning_rate=1e-6, save_strategy="no", seed=0, mask_truncated_completions=False,  # random model: all cut
     )  # fmt: skip
-    from transformers import AutoModelForCausalLM
-
     assert torch.load(out / "training_args.bin", weights_only=False).bf16  # the run computed under bf16 autocast
-    before = AutoModelForCausalLM.from_pretrained(base, dtype="auto").state_dict()
-    after = AutoModelForCausalLM.from_pretrained(out, dtype="auto").state_dict()
-    trained = [name for name in before if ".layers." in name and name.endswith("proj.weight")]
-    assert {after[name].dtype for name in trained} == {torch.float32}
-    moved = sum((after[n] != before[n]).sum().item() for n in trained) / sum(before[n].numel() for n in trained)
+    moved = float32_share_moved(base, out)
     assert moved > 0.95, moved
 
 
-def test_zero_with_too_few_problems_for_one_step_exits_2(tmp_path):
-    problems = tmp_path / "p.jsonl"
-    problems.write_text("".join(json.dumps(p) + "\n" for p in make_problems(3, seed=0)))
+def test_zero_with_too_few_problems_for_one_step_exits_2(tmp_path, rl_inputs):
+    problems, _ = rl_inputs(3)
     result = CliRunner().invoke(
         app,
         ["train", "zero", "--model", str(tmp_path / "never-loaded"), "--problems", str(problems),
@@ -178,30 +171,28 @@ def test_zero_with_too_few_problems_for_one_step_exits_2(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_run_that_takes_no_step_exits_2_and_saves_nothing(tmp_path):
+def zero_command(tmp_path: Path, problems: Path, *options: str) -> list[str]:
+    """``npr train zero`` on a fresh random toy model, into ``tmp_path / "zero"``, 4 prompts x 2 samples a step."""
     base = save_toy_model(tmp_path / "base", seed=0)
-    problems = tmp_path / "p.jsonl"
-    problems.write_text("".join(json.dumps(p) + "\n" for p in make_problems(4, seed=0)))
+    args = ["train", "zero", "--model", str(base), "--problems", str(problems), "--out", str(tmp_path / "zero")]
+    return [*args, "--per-device-train-batch-size", "4", "--num-generations", "2", *options]
+
+
+def test_a_run_that_takes_no_step_exits_2_and_saves_nothing(tmp_path, rl_inputs):
+    problems, _ = rl_inputs(4)
     out = tmp_path / "zero"
-    args = ["train", "zero", "--model", str(base), "--problems", str(problems), "--out", str(out)]
-    args += ["--per-device-train-batch-size", "4", "--num-generations", "2", "--set", "num_train_epochs=0"]
-    result = CliRunner().invoke(app, args)
+    result = CliRunner().invoke(app, zero_command(tmp_path, problems, "--set", "num_train_epochs=0"))
     assert result.exit_code == 2, result.output
     assert "no optimizer step" in " ".join(result.output.split())
     assert not (out / "model.safetensors").exists()
 
 
 @pytest.mark.slow
-def test_zero_cli_trains_one_step_and_saves(tmp_path):
-    base = save_toy_model(tmp_path / "base", seed=0)
-    problems = tmp_path / "p.jsonl"
-    problems.write_text("".join(json.dumps(p) + "\n" for p in make_problems(4, seed=0)))
-    template = tmp_path / "t.txt"
-    template.write_text(PROMPT_TEMPLATE)
+def test_zero_cli_trains_one_step_and_saves(tmp_path, rl_inputs):
+    problems, template = rl_inputs(4)
     out = tmp_path / "zero"
-    args = ["train", "zero", "--model", str(base), "--problems", str(problems), "--out", str(out)]
-    args += ["--max-steps", "1", "--per-device-train-batch-size", "4", "--num-generations", "2"]
-    args += ["--max-completion-length", "16", "--prompt-file", str(template), "--set", "save_strategy=no"]
+    args = zero_command(tmp_path, problems, "--max-steps", "1", "--max-completion-length", "16")
+    args += ["--prompt-file", str(template), "--set", "save_strategy=no"]
     result = CliRunner().invoke(app, [*args, "--format", "json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout[result.stdout.index("{") :])
