@@ -209,7 +209,7 @@ def test_ctrl_c_keeps_the_decoded_samples_and_a_rerun_resumes_them(toy_run_input
     journal = out / "samples.jsonl"
     args = [
         "eval", "--bench", root / "toy.jsonl", "--model", root / "model", "--prompt-file", root / "prompt.txt",
-        "-k", "16", "--max-new-tokens", "48", "--out", out, "--format", "json",
+        "-k", "64", "--max-new-tokens", "96", "--out", out, "--format", "json",
     ]  # fmt: skip
     command = [str(Path(sys.executable).parent / "npr"), *map(str, args)]
     process = subprocess.Popen(
@@ -217,7 +217,7 @@ def test_ctrl_c_keeps_the_decoded_samples_and_a_rerun_resumes_them(toy_run_input
     )
     try:
         deadline = time.monotonic() + 120
-        while not (journal.is_file() and journal.read_text().count("\n") >= 3):
+        while not (journal.is_file() and journal.read_text().count("\n") >= 1):  # interrupted at its first samples
             assert process.poll() is None and time.monotonic() < deadline, "no sample decoded"
             time.sleep(0.05)
         os.killpg(process.pid, signal.SIGINT)
@@ -233,4 +233,4 @@ def test_ctrl_c_keeps_the_decoded_samples_and_a_rerun_resumes_them(toy_run_input
     rerun = invoke(*map(str, args[1:]))
     assert rerun.exit_code == 0, rerun.output
     summary = json.loads(rerun.stdout)
-    assert (summary["resumed"], summary["generated"]) == (saved, 4 * 16 - saved)
+    assert (summary["resumed"], summary["generated"]) == (saved, 4 * 64 - saved)
