@@ -213,7 +213,14 @@ def test_ctrl_c_keeps_the_decoded_samples_and_a_rerun_resumes_them(toy_run_input
     ]  # fmt: skip
     command = [str(Path(sys.executable).parent / "npr"), *map(str, args)]
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        # A suite started in the background (`cmd &`, nohup) ignores SIGINT, and a child inherits that; a terminal's
+        # Ctrl-C reaches a command whose SIGINT is the default, so the test restores it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 120
