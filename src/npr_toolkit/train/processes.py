@@ -7,6 +7,8 @@ one report, one checkpoint, one set of warnings per run, all from the main proce
 
 from __future__ import annotations
 
+import atexit
+import functools
 import logging
 import warnings
 from contextlib import AbstractContextManager, nullcontext
@@ -34,6 +36,24 @@ def output_lock(out: str | Path) -> AbstractContextManager[None]:
     from ..data.io import exclusive
 
     return exclusive(out, "--out") if main_process() else nullcontext()
+
+
+@functools.cache  # registered once per process, however many runs it makes
+def close_process_group_at_exit() -> None:
+    """Destroy the run's process group when the process exits, while the interpreter is still whole.
+
+    Nothing else does (accelerate, the Trainer), and a launched CPU run could then end in SIGABRT after its
+    work was saved ("terminate called without an active exception": gloo's threads outliving the
+    interpreter's teardown), which the launcher reports as a failed run. A single process has no group.
+    """
+    atexit.register(_destroy_process_group)
+
+
+def _destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def quiet_replicas(args: Any) -> None:

@@ -27,7 +27,7 @@ from ..engine import SemanticsError
 from ..view.semantics import read_semantics, record_semantics
 from .config import load_config
 from .loading import load_pretrained
-from .processes import output_lock, quiet_replicas, save_once
+from .processes import close_process_group_at_exit, output_lock, quiet_replicas, save_once
 from .progress import show_progress
 
 logger = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ def run_rl(
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     cfg = load_config(config_cls, config, output_dir=str(out), **overrides)
     quiet_replicas(cfg)
+    close_process_group_at_exit()
     with output_lock(out):
         return _fit(cfg, build_trainer, model, problems, out, template, callbacks)
 

@@ -37,7 +37,7 @@ from npr_toolkit.view.batch import Attention
 from npr_toolkit.view.semantics import read_semantics, record_semantics
 
 from .loading import load_pretrained
-from .processes import output_lock, quiet_replicas, save_once
+from .processes import close_process_group_at_exit, output_lock, quiet_replicas, save_once
 from .progress import show_progress
 from .sft_config import NPRSFTConfig, load_sft_config
 
@@ -249,6 +249,7 @@ def run_sft(
     else:
         config = load_sft_config(config, output_dir=str(out), **overrides)
     quiet_replicas(config)
+    close_process_group_at_exit()
     with output_lock(out):
         return _fit(model, data, out, config, callbacks)
 
