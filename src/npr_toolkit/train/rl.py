@@ -90,7 +90,6 @@ def run_rl(
             server rollouts for a model they cannot sample exactly (without ``allow_approximate``), or
             another run writing ``out``.
     """
-
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     cfg = load_config(config_cls, config, output_dir=str(out), **overrides)
     quiet_replicas(cfg)
