@@ -190,6 +190,24 @@ def resolve_attn_implementation(config: Any, gpu: bool) -> None:
         raise ValueError("attn_implementation flex_attention needs a CUDA device (no FlexAttention backward on CPU)")
 
 
+# TRL's GRPOConfig sampling fields, each with what "the user set it" means. The project's samplers (the
+# parallel engine, the rollout servers) honour only some; each RL config refuses the others by name.
+_SAMPLING_SET = {
+    "top_p": lambda c: c.top_p != 1.0,
+    "top_k": lambda c: c.top_k not in (0, None),
+    "min_p": lambda c: c.min_p is not None,
+    "repetition_penalty": lambda c: c.repetition_penalty != 1.0,
+    "generation_kwargs": lambda c: bool(c.generation_kwargs),
+    "mask_truncated_completions": lambda c: bool(c.mask_truncated_completions),
+    "use_vllm": lambda c: bool(c.use_vllm),
+}
+
+
+def first_set(config: Any, names: tuple[str, ...]) -> str | None:
+    """The first of TRL's sampling fields ``names`` that ``config`` sets (away from its neutral value), or None."""
+    return next((name for name in names if _SAMPLING_SET[name](config)), None)
+
+
 def check_whole_groups(config: Any) -> None:
     """Every process must hold whole groups of ``num_generations`` entries of one prompt.
 

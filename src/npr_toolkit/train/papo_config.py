@@ -20,6 +20,7 @@ from .config import (
     DeviceFields,
     SemanticsFields,
     check_whole_groups,
+    first_set,
     resolve_attn_implementation,
     resolve_device_defaults,
 )
@@ -121,17 +122,9 @@ def check_on_policy(config: PAPOConfig) -> None:
             f"temperature {config.temperature}: PAPO samples from π itself and its loss uses log π; set temperature "
             "to 1.0"
         )
-    changed = {
-        "top_p": config.top_p != 1.0,
-        "top_k": config.top_k not in (0, None),
-        "min_p": config.min_p is not None,
-        "repetition_penalty": config.repetition_penalty != 1.0,
-        "generation_kwargs": bool(config.generation_kwargs),
-        "mask_truncated_completions": config.mask_truncated_completions,
-    }
-    for name, is_set in changed.items():
-        if is_set:
-            raise ValueError(
-                f"{name}: PAPO's rollouts come from the parallel engine, sampled from π itself at temperature 1; "
-                f"unset {name}" + (" (drop_truncated filters truncated rollouts)" if "truncated" in name else "")
-            )
+    fields = ("top_p", "top_k", "min_p", "repetition_penalty", "generation_kwargs", "mask_truncated_completions")
+    if name := first_set(config, fields):
+        raise ValueError(
+            f"{name}: PAPO's rollouts come from the parallel engine, sampled from π itself at temperature 1; "
+            f"unset {name}" + (" (drop_truncated filters truncated rollouts)" if "truncated" in name else "")
+        )

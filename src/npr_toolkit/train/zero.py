@@ -23,7 +23,7 @@ import torch
 from trl import GRPOConfig, GRPOTrainer
 
 from ..engine import SamplingParams
-from .config import DeviceFields, SemanticsFields, check_whole_groups, resolve_device_defaults
+from .config import DeviceFields, SemanticsFields, check_whole_groups, first_set, resolve_device_defaults
 from .rl import run_rl
 from .rollouts import RolloutFields, ServerRollouts, rollout_seeds
 
@@ -62,19 +62,12 @@ class ZeroConfig(RolloutFields, SemanticsFields, DeviceFields, GRPOConfig):
         # Unset: the checkpoint's (Zero samples plain text; the record is for later stages).
         self.resolve_semantics(None)
         self.check_rollout_fields()
-        if self.on_servers:
-            unsupported = {
-                "min_p": self.min_p is not None,
-                "repetition_penalty": self.repetition_penalty != 1.0,
-                "generation_kwargs": bool(self.generation_kwargs),
-                "use_vllm": self.use_vllm,
-            }
-            for name, is_set in unsupported.items():
-                if is_set:
-                    raise ValueError(
-                        f"{name}: rollout_engine {self.rollout_engine} samples with temperature, top_p and top_k only; "
-                        f"unset {name}"
-                    )
+        unsupported = first_set(self, ("min_p", "repetition_penalty", "generation_kwargs", "use_vllm"))
+        if self.on_servers and unsupported:
+            raise ValueError(
+                f"{unsupported}: rollout_engine {self.rollout_engine} samples with temperature, top_p and top_k "
+                f"only; unset {unsupported}"
+            )
         if self.dynamic_sampling:
             check_whole_groups(self)  # groups are dropped whole on each process
             if self.scale_rewards == "batch":
